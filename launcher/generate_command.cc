@@ -1,0 +1,127 @@
+// tandem generate: load a model, stream a completion of a prompt to stdout,
+// and report load, prompt and decode speed on stderr.
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "launcher/commands.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/generate.h"
+
+namespace tandem::launcher {
+namespace {
+
+struct GenerateFlags {
+  engine::EngineOptions engine;
+  std::string prompt;
+  int32_t max_tokens = 128;
+  engine::SamplingParams sampling;
+  int64_t seed = -1;
+  bool print_token_ids = false;
+  bool ignore_eos = false;
+  bool no_bos = false;
+  std::string logits_out;
+};
+
+absl::Status write_floats(const std::string& path, const std::vector<float>& values) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::NotFoundError(absl::StrCat("--logits-out: cannot create ", path));
+  out.write(reinterpret_cast<const char*>(values.data()),
+            static_cast<std::streamsize>(values.size() * sizeof(float)));
+  if (!out) return absl::DataLossError(absl::StrCat("--logits-out: cannot write ", path));
+  return absl::OkStatus();
+}
+
+int run_generate(GenerateFlags& f) {
+  if (f.seed < 0) f.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  f.sampling.seed = static_cast<uint64_t>(f.seed);
+  if (absl::Status s = engine::validate(f.sampling); !s.ok()) return report_error("generate", s);
+
+  auto loaded = engine::Engine::Load(f.engine);
+  if (!loaded.ok()) return report_error("generate", loaded.status());
+  engine::Engine& e = **loaded;
+  const model::LoadStats& load = e.load_stats();
+  std::fprintf(stderr, "load: %.2f s; weights %.1f MB in %.2f s (%.2f GB/s)%s; %d threads\n",
+               e.load_seconds(), load.bytes / 1e6, load.seconds,
+               load.seconds > 0 ? load.bytes / load.seconds / 1e9 : 0.0,
+               f.engine.use_mmap ? " mapped" : "", e.n_threads());
+
+  engine::GenerateRequest request;
+  request.prompt = e.tokenizer().encode(f.prompt, {.add_bos = !f.no_bos});
+  request.max_tokens = f.max_tokens;
+  request.sampling = f.sampling;
+  request.stop_at_eog = !f.ignore_eos;
+  std::vector<float> logits;
+  if (!f.logits_out.empty()) request.logits_out = &logits;
+
+  tokenizer::StreamDecoder decoder(e.tokenizer());
+  auto result = engine::generate(e, request, [&](int32_t token) {
+    const std::string text = decoder.push(token);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  if (!result.ok()) return report_error("generate", result.status());
+  const std::string rest = decoder.flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  if (f.print_token_ids) {
+    std::string ids;
+    for (int32_t id : result->tokens) absl::StrAppend(&ids, ids.empty() ? "" : " ", id);
+    std::printf("%s\n", ids.c_str());
+  }
+  std::fflush(stdout);
+  if (!f.logits_out.empty()) {
+    if (absl::Status s = write_floats(f.logits_out, logits); !s.ok()) return report_error("generate", s);
+  }
+  const double n_gen = static_cast<double>(result->tokens.size());
+  std::fprintf(stderr, "prompt: %lld tokens in %.3f s (%.1f tokens/s)\n",
+               static_cast<long long>(result->prompt_tokens), result->prompt_seconds,
+               result->prompt_seconds > 0 ? result->prompt_tokens / result->prompt_seconds : 0.0);
+  // The first token comes from the prompt's logits, so decode speed counts the steps after it.
+  const double steps = n_gen > 1 ? n_gen - 1 : 0;
+  std::fprintf(stderr, "decode: %.0f tokens in %.3f s (%.2f tokens/s); finish: %s; seed %lld\n",
+               n_gen, result->decode_seconds,
+               result->decode_seconds > 0 ? steps / result->decode_seconds : 0.0,
+               std::string(engine::finish_reason_name(result->finish)).c_str(),
+               static_cast<long long>(f.seed));
+  return 0;
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt with a GGUF model");
+  cmd->add_option("--model", flags->engine.model_path, "GGUF model file")->required();
+  cmd->add_option("--prompt", flags->prompt, "Prompt text")->required();
+  cmd->add_option("--max-tokens", flags->max_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", flags->sampling.temperature, "0 = greedy");
+  cmd->add_option("--top-k", flags->sampling.top_k, "Keep the k most likely tokens (0 = off)");
+  cmd->add_option("--top-p", flags->sampling.top_p, "Nucleus sampling mass (1 = off)");
+  cmd->add_option("--min-p", flags->sampling.min_p, "Drop tokens below min-p x the top probability");
+  cmd->add_option("--repeat-penalty", flags->sampling.repeat_penalty, "1 = off");
+  cmd->add_option("--repeat-last-n", flags->sampling.repeat_last_n, "Penalty window");
+  cmd->add_option("--frequency-penalty", flags->sampling.frequency_penalty, "0 = off");
+  cmd->add_option("--presence-penalty", flags->sampling.presence_penalty, "0 = off");
+  cmd->add_option("--seed", flags->seed, "Sampling seed (default: random, printed)");
+  cmd->add_option("--threads", flags->engine.n_threads, "Threads (default: one per core)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--context", flags->engine.context_length, "Context length (default: the model's)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", flags->engine.max_batch_tokens, "Largest prompt chunk per forward pass")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--mmap", flags->engine.use_mmap, "Map the model file instead of reading it");
+  cmd->add_flag("--print-token-ids", flags->print_token_ids, "Print the generated ids after the text");
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "Do not stop at end-of-generation tokens");
+  cmd->add_flag("--no-bos", flags->no_bos, "Do not add the BOS token");
+  cmd->add_option("--logits-out", flags->logits_out,
+                  "Write raw float32 logits [n_prompt + n_generated - 1][n_vocab]");
+  cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
+}
+
+}  // namespace tandem::launcher

@@ -1,0 +1,54 @@
+// tandem make-test-model: a random-weight Llama GGUF with a working tokenizer,
+// for tests, demos and benchmarks.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "launcher/commands.h"
+#include "runtime/testing/test_model.h"
+
+namespace tandem::launcher {
+namespace {
+
+struct MakeTestModelFlags {
+  std::string out;
+  std::string type = "f32";
+  testing::TestModelSpec spec;
+};
+
+int run_make_test_model(MakeTestModelFlags& f) {
+  auto type = dtype_from_name(f.type);
+  if (!type) {
+    return report_error("make-test-model",
+                        absl::InvalidArgumentError(absl::StrCat("--type: unknown type '", f.type, "'")));
+  }
+  f.spec.type = *type;
+  const auto start = std::chrono::steady_clock::now();
+  if (absl::Status s = testing::write_test_model(f.out, f.spec); !s.ok()) {
+    return report_error("make-test-model", s);
+  }
+  std::fprintf(stderr, "wrote %s (%s, %s, vocab %s, seed %llu) in %.1f s\n", f.out.c_str(),
+               f.spec.shape.c_str(), f.type.c_str(), f.spec.vocab.c_str(),
+               static_cast<unsigned long long>(f.spec.seed),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return 0;
+}
+
+}  // namespace
+
+void add_make_test_model_command(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<MakeTestModelFlags>();
+  CLI::App* cmd = app.add_subcommand("make-test-model", "Write a random-weight Llama GGUF");
+  cmd->add_option("--out", flags->out, "Output path")->required();
+  cmd->add_option("--shape", flags->spec.shape, "tiny | small | 1b");
+  cmd->add_option("--type", flags->type, "f32 | f16 | bf16 | q8_0 | q4_0");
+  cmd->add_option("--vocab", flags->spec.vocab, "spm | bpe");
+  cmd->add_option("--seed", flags->spec.seed, "Weight seed");
+  cmd->add_flag("--tied", flags->spec.tied_embeddings, "Omit output.weight (tied embedding)");
+  cmd->add_flag("--rope-freqs", flags->spec.rope_freqs, "Add a rope_freqs tensor");
+  cmd->callback([flags, exit_code] { *exit_code = run_make_test_model(*flags); });
+}
+
+}  // namespace tandem::launcher

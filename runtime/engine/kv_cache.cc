@@ -1,0 +1,115 @@
+#include "runtime/engine/kv_cache.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace tandem::engine {
+namespace {
+
+int64_t blocks_per_sequence(const KvCacheConfig& c) {
+  return (c.max_seq_len + c.block_size - 1) / c.block_size;
+}
+
+KvCacheConfig with_defaults(KvCacheConfig c) {
+  if (c.n_blocks == 0) c.n_blocks = blocks_per_sequence(c) * c.max_sequences;
+  return c;
+}
+
+}  // namespace
+
+size_t KvCache::bytes_for(const KvCacheConfig& config) {
+  KvCacheConfig c = with_defaults(config);
+  return static_cast<size_t>(c.n_layers * c.n_blocks * 2 * c.n_kv_heads * c.block_size *
+                             c.head_dim) *
+         sizeof(float);
+}
+
+absl::StatusOr<KvCache> KvCache::Create(const KvCacheConfig& config) {
+  if (config.n_layers <= 0 || config.n_kv_heads <= 0 || config.head_dim <= 0) {
+    return absl::InvalidArgumentError("KV cache: layers, KV heads and head_dim must be positive");
+  }
+  if (config.max_sequences <= 0 || config.max_seq_len <= 0 || config.block_size <= 0 ||
+      config.n_blocks < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache: bad sizes (sequences ", config.max_sequences, ", length ",
+                     config.max_seq_len, ", block ", config.block_size, ")"));
+  }
+  KvCacheConfig c = with_defaults(config);
+  if (c.n_blocks > INT32_MAX) return absl::InvalidArgumentError("KV cache: too many blocks");
+  return KvCache(c);
+}
+
+KvCache::KvCache(const KvCacheConfig& config)
+    : config_(config),
+      storage_(bytes_for(config) / sizeof(float), 0.0f),
+      blocks_(config.max_sequences),
+      open_(config.max_sequences, 0) {
+  for (auto& table : blocks_) table.reserve(blocks_per_sequence(config_));
+  free_.reserve(config_.n_blocks);
+  for (int64_t b = config_.n_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+absl::Status KvCache::open_sequence(int32_t seq) {
+  if (seq < 0 || seq >= config_.max_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence id ", seq, " outside [0, ",
+                                                   config_.max_sequences, ")"));
+  }
+  if (open_[seq]) return absl::FailedPreconditionError(absl::StrCat("sequence ", seq, " is open"));
+  open_[seq] = 1;
+  return absl::OkStatus();
+}
+
+void KvCache::close_sequence(int32_t seq) {
+  if (seq < 0 || seq >= config_.max_sequences || !open_[seq]) return;
+  truncate(seq, 0);
+  open_[seq] = 0;
+}
+
+bool KvCache::is_open(int32_t seq) const {
+  return seq >= 0 && seq < config_.max_sequences && open_[seq];
+}
+
+absl::Status KvCache::reserve(int32_t seq, int64_t n_positions) {
+  if (!is_open(seq)) return absl::FailedPreconditionError(absl::StrCat("sequence ", seq, " is not open"));
+  if (n_positions > config_.max_seq_len) {
+    return absl::OutOfRangeError(absl::StrCat("sequence ", seq, " needs ", n_positions,
+                                              " positions; the context holds ",
+                                              config_.max_seq_len));
+  }
+  auto& table = blocks_[seq];
+  const int64_t needed = (n_positions + config_.block_size - 1) / config_.block_size;
+  if (needed - static_cast<int64_t>(table.size()) > static_cast<int64_t>(free_.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: sequence ", seq, " needs ",
+                                                     needed - table.size(), " more blocks, ",
+                                                     free_.size(), " free"));
+  }
+  while (static_cast<int64_t>(table.size()) < needed) {
+    table.push_back(free_.back());  // capacity reserved in the constructor: no allocation
+    free_.pop_back();
+  }
+  return absl::OkStatus();
+}
+
+void KvCache::truncate(int32_t seq, int64_t n_positions) {
+  auto& table = blocks_[seq];
+  const int64_t keep = (n_positions + config_.block_size - 1) / config_.block_size;
+  while (static_cast<int64_t>(table.size()) > keep) {
+    free_.push_back(table.back());
+    table.pop_back();
+  }
+}
+
+int64_t KvCache::reserved_positions(int32_t seq) const {
+  return static_cast<int64_t>(blocks_[seq].size()) * config_.block_size;
+}
+
+float* KvCache::slot(int64_t il, int32_t seq, int64_t pos, int64_t h, int kv) {
+  const int64_t ib = pos / config_.block_size;
+  TANDEM_CHECK(ib < static_cast<int64_t>(blocks_[seq].size()));
+  const float* base = block_base(il, blocks_[seq][ib], kv);
+  return const_cast<float*>(base) + h * block_stride_head() + (pos % config_.block_size) * config_.head_dim;
+}
+
+}  // namespace tandem::engine

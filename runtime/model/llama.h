@@ -1,0 +1,98 @@
+// The Llama architecture as llama.cpp runs GGUF files with
+// general.architecture = llama: token embedding, per layer RMSNorm, grouped-
+// query attention with RoPE (normal mode) over a paged KV cache, RMSNorm and a
+// SwiGLU feed-forward; then the final norm and the output head (or the tied
+// embedding). Every hyper-parameter comes from the file's metadata.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/kv_cache.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/kernels/cpu/thread_pool.h"
+#include "runtime/model/batch.h"
+#include "runtime/model/weights.h"
+
+namespace tandem::model {
+
+struct LlamaConfig {
+  int64_t dim = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn_dim = 0;
+  int64_t n_vocab = 0;
+  int64_t context_length = 0;
+  int64_t rope_dim = 0;  // leading dims of each head that RoPE rotates
+  float rms_eps = 1e-5f;
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
+
+  static absl::StatusOr<LlamaConfig> FromGguf(const gguf::File& file);
+  int64_t q_dim() const { return n_heads * head_dim; }
+  int64_t kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+struct LlamaLayer {
+  Weight attn_norm;  // [dim] f32
+  Weight wq;         // [n_heads * head_dim, dim]
+  Weight wk;         // [n_kv_heads * head_dim, dim]
+  Weight wv;         // [n_kv_heads * head_dim, dim]
+  Weight wo;         // [dim, n_heads * head_dim]
+  Weight ffn_norm;   // [dim] f32
+  Weight w_gate;     // [ffn_dim, dim]
+  Weight w_up;       // [ffn_dim, dim]
+  Weight w_down;     // [dim, ffn_dim]
+};
+
+struct LlamaWeights {
+  Weight token_embd;              // [n_vocab, dim]
+  Weight output_norm;             // [dim] f32
+  Weight output;                  // [n_vocab, dim]; the embedding when the file ties them
+  std::vector<float> rope_freqs;  // [rope_dim / 2] frequency divisors, empty when absent
+  std::vector<LlamaLayer> layers;
+};
+
+// Buffers for one forward pass of up to max_tokens, planned once.
+struct LlamaWorkspace;
+
+class LlamaModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const gguf::File& file,
+                                                          const LoadOptions& options);
+  ~LlamaModel();
+
+  const LlamaConfig& config() const { return config_; }
+  const LlamaWeights& weights() const { return weights_; }
+  const LoadStats& load_stats() const { return store_->stats(); }
+  uint64_t weight_bytes() const { return store_->stats().bytes; }
+
+  absl::StatusOr<std::unique_ptr<LlamaWorkspace>> make_workspace(int64_t max_tokens,
+                                                                 int64_t max_seq_len,
+                                                                 int n_threads) const;
+
+  // Runs `batch`, appending its keys and values to `cache`, and writes the
+  // logits of each token that wants them, in batch order, to `logits`
+  // ([n_outputs][n_vocab]). Bad token ids, positions or sequences are
+  // INVALID_ARGUMENT; a full cache is RESOURCE_EXHAUSTED.
+  absl::Status forward(const Batch& batch, engine::KvCache& cache, LlamaWorkspace& ws,
+                       kernels::ThreadPool& pool, std::span<float> logits) const;
+
+ private:
+  LlamaModel() = default;
+  absl::Status validate(const Batch& batch, const engine::KvCache& cache,
+                        const LlamaWorkspace& ws) const;
+  void attention(int64_t il, const Batch& batch, engine::KvCache& cache, LlamaWorkspace& ws,
+                 kernels::ThreadPool& pool) const;
+
+  LlamaConfig config_;
+  std::unique_ptr<WeightStore> store_;
+  LlamaWeights weights_;
+};
+
+}  // namespace tandem::model

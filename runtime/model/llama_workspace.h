@@ -1,0 +1,28 @@
+// Activation buffers of one Llama forward pass, sized once for the largest
+// batch so that a step allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace tandem::model {
+
+struct LlamaWorkspace {
+  int64_t max_tokens = 0;
+  int64_t max_seq_len = 0;
+  int n_threads = 1;
+  std::vector<float> x;       // [max_tokens][dim] residual stream
+  std::vector<float> xb;      // [max_tokens][dim] normed input / block output
+  std::vector<float> q;       // [max_tokens][n_heads * head_dim]
+  std::vector<float> k;       // [max_tokens][n_kv_heads * head_dim]
+  std::vector<float> v;       // [max_tokens][n_kv_heads * head_dim]
+  std::vector<float> attn;    // [max_tokens][n_heads * head_dim]
+  std::vector<float> gate;    // [max_tokens][ffn_dim]
+  std::vector<float> up;      // [max_tokens][ffn_dim]
+  std::vector<float> rope;    // [max_tokens][rope_dim] cos/sin pairs
+  std::vector<float> scores;  // [n_threads][max_seq_len] attention scores
+  std::vector<float> embd_row;
+  std::vector<uint8_t> scratch;  // activations converted for the matmul kernels
+};
+
+}  // namespace tandem::model

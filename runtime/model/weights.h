@@ -1,0 +1,74 @@
+// Weights in memory the engine owns: each tensor is read from the GGUF file by
+// a ranged read into an aligned buffer (or, as an option, pointed into a
+// read-only mapping of the file). Shapes and types are checked on load so the
+// model code can trust them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/kernels/cpu/matmul.h"
+
+namespace tandem::model {
+
+// A matrix [n_rows][n_cols] (a vector has n_rows == 1), rows contiguous.
+struct Weight {
+  std::string name;
+  DType type = DType::kF32;
+  int64_t n_rows = 0;
+  int64_t n_cols = 0;
+  const void* data = nullptr;
+
+  kernels::Matrix matrix() const { return {type, data, n_rows, n_cols}; }
+  const float* f32() const { return static_cast<const float*>(data); }
+  size_t bytes() const { return row_bytes(type, n_cols) * static_cast<size_t>(n_rows); }
+};
+
+struct LoadOptions {
+  bool use_mmap = false;  // map the file instead of reading into owned memory
+};
+
+struct LoadStats {
+  uint64_t bytes = 0;
+  double seconds = 0;
+  int64_t n_tensors = 0;
+};
+
+class WeightStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<WeightStore>> Create(const gguf::File& file,
+                                                             const LoadOptions& options);
+  ~WeightStore();
+  WeightStore(const WeightStore&) = delete;
+  WeightStore& operator=(const WeightStore&) = delete;
+
+  enum class Kind { kMatrix, kF32Vector };
+  // Loads `name`, which must have ggml dims {n_cols, n_rows} (or {n} for a
+  // vector). Matrices must be of a type the kernels support; vectors F32.
+  absl::StatusOr<Weight> load(std::string_view name, int64_t n_cols, int64_t n_rows, Kind kind);
+  // As load(), but a missing tensor gives nullopt.
+  absl::StatusOr<std::optional<Weight>> load_optional(std::string_view name, int64_t n_cols,
+                                                      int64_t n_rows, Kind kind);
+
+  const LoadStats& stats() const { return stats_; }
+
+ private:
+  explicit WeightStore(const gguf::File& file) : file_(file) {}
+  absl::Status map_file();
+
+  const gguf::File& file_;
+  struct Buffer;
+  std::vector<std::unique_ptr<Buffer>> buffers_;
+  const uint8_t* mapping_ = nullptr;
+  size_t mapping_size_ = 0;
+  LoadStats stats_;
+};
+
+}  // namespace tandem::model
