@@ -23,9 +23,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   std::unique_ptr<Engine> e(new Engine());
   TANDEM_ASSIGN_OR_RETURN(gguf::File file, gguf::File::Open(options.model_path));
   e->file_ = std::make_unique<gguf::File>(std::move(file));
-  // The tokenizer and the hyper-parameters are checked before any weight is read.
-  TANDEM_ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(*e->file_));
+  // The hyper-parameters and the tokenizer are checked before any weight is read.
   TANDEM_ASSIGN_OR_RETURN(model::LlamaConfig config, model::LlamaConfig::FromGguf(*e->file_));
+  TANDEM_ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(*e->file_));
   if (e->tokenizer_->n_vocab() != config.n_vocab) {
     return absl::InvalidArgumentError(absl::StrCat(options.model_path, ": the tokenizer has ",
                                                    e->tokenizer_->n_vocab(),

@@ -1,0 +1,166 @@
+// The tandem binary as a user runs it: real processes, real files.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/testing/test_model.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs `tandem ARGS` with a shell; args are single-quoted by the caller where needed.
+Result tandem(const std::string& args) {
+  static int n = 0;
+  const fs::path dir = fs::temp_directory_path();
+  const fs::path out = dir / ("tandem-cli-out-" + std::to_string(getpid()) + "-" + std::to_string(n));
+  const fs::path err = dir / ("tandem-cli-err-" + std::to_string(getpid()) + "-" + std::to_string(n++));
+  const std::string cmd = std::string(TANDEM_BINARY) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = new std::string((fs::temp_directory_path() / "tandem-cli-tiny.gguf").string());
+    ASSERT_TRUE(testing::write_test_model(*model_, {}).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove(*model_);
+    delete model_;
+  }
+  static std::string* model_;
+};
+std::string* CliTest::model_ = nullptr;
+
+TEST_F(CliTest, BadFlagsGiveOneLineAndExitCode2) {
+  for (const std::string args : {"", "frobnicate", "generate --model x", "generate --bogus 1",
+                                 "generate --model x --prompt y --threads 0",
+                                 "make-test-model --out /tmp/x.gguf --shape huge"}) {
+    const Result r = tandem(args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << args << ": " << r.err;
+  }
+}
+
+TEST_F(CliTest, MissingFileIsNamed) {
+  const Result r = tandem("generate --model /nonexistent/m.gguf --prompt hi");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(count_lines(r.err), 1);
+  EXPECT_NE(r.err.find("/nonexistent/m.gguf"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, UnsupportedArchitectureIsRefused) {
+  gguf::Writer w;
+  w.set("general.architecture", gguf::Value::str("mamba"));
+  const std::string path = (fs::temp_directory_path() / "tandem-cli-mamba.gguf").string();
+  ASSERT_TRUE(w.write(path).ok());
+  const Result r = tandem("generate --model " + path + " --prompt hi");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(count_lines(r.err), 1);
+  EXPECT_NE(r.err.find("unsupported architecture 'mamba'"), std::string::npos) << r.err;
+  fs::remove(path);
+}
+
+TEST_F(CliTest, UnsupportedTensorTypeIsNamed) {
+  // The tiny model again, with one matrix retyped as Q4_K (same element count).
+  auto src = gguf::File::Open(*model_);
+  ASSERT_TRUE(src.ok());
+  gguf::Writer w;
+  for (const gguf::KeyValue& kv : src->metadata()) w.set(kv.key, kv.value);
+  for (const gguf::TensorInfo& t : src->tensors()) {
+    if (t.name == "blk.0.attn_q.weight") {
+      std::vector<uint8_t> zeros(row_bytes(DType::kQ4_K, t.dims[0]) * t.dims[1], 0);
+      w.add_tensor(t.name, t.dims, DType::kQ4_K, zeros);
+    } else {
+      std::vector<uint8_t> bytes(t.n_bytes);
+      ASSERT_TRUE(src->read_tensor(t, bytes.data()).ok());
+      w.add_tensor(t.name, t.dims, t.type, bytes);
+    }
+  }
+  const std::string path = (fs::temp_directory_path() / "tandem-cli-q4k.gguf").string();
+  ASSERT_TRUE(w.write(path).ok());
+  const Result r = tandem("generate --model " + path + " --prompt hi");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(count_lines(r.err), 1);
+  EXPECT_NE(r.err.find("q4_k"), std::string::npos) << r.err;
+  fs::remove(path);
+}
+
+TEST_F(CliTest, GenerateStreamsTextIdsAndSpeeds) {
+  const std::string logits = (fs::temp_directory_path() / "tandem-cli-logits.f32").string();
+  const Result r = tandem("generate --model " + *model_ +
+                          " --prompt 'Hello world' --max-tokens 6 --temperature 0 --ignore-eos"
+                          " --threads 2 --print-token-ids --logits-out " + logits);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_FALSE(lines.empty());
+  const std::vector<std::string> ids = absl::StrSplit(lines.back(), ' ');
+  EXPECT_EQ(ids.size(), 6u) << r.out;
+  EXPECT_NE(r.err.find("load:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("prompt:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("decode:"), std::string::npos) << r.err;
+
+  const Result tok = tandem("tokenize --model " + *model_ + " --text 'Hello world'");
+  ASSERT_EQ(tok.code, 0) << tok.err;
+  const size_t n_prompt = std::vector<std::string>(absl::StrSplit(tok.out.substr(0, tok.out.size() - 1), ' ')).size();
+  EXPECT_EQ(fs::file_size(logits), (n_prompt + 6 - 1) * 512 * sizeof(float));
+  fs::remove(logits);
+
+  // The same seed and greedy decoding give the same ids again.
+  const Result again = tandem("generate --model " + *model_ +
+                              " --prompt 'Hello world' --max-tokens 6 --temperature 0 --ignore-eos"
+                              " --threads 1 --print-token-ids");
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(r.out, again.out);
+}
+
+TEST_F(CliTest, TokenizeMatchesLlamaCpp) {
+  const Result r = tandem(std::string("tokenize --model ") + TANDEM_TEST_DATA_DIR +
+                          "/tokenizer/vocab-llama2.gguf --text 'Hello world' --no-bos");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "15043 3186\n");
+}
+
+TEST_F(CliTest, ModelInfoDescribesTheModel) {
+  const Result r = tandem("model-info " + *model_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("architecture: llama"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("llama.block_count = 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tensors: "), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace tandem
