@@ -16,6 +16,7 @@ void add_generate_command(CLI::App& app, int* exit_code);
 void add_tokenize_command(CLI::App& app, int* exit_code);
 void add_model_info_command(CLI::App& app, int* exit_code);
 void add_make_test_model_command(CLI::App& app, int* exit_code);
+void add_bench_command(CLI::App& app, int* exit_code);
 
 // Prints "tandem COMMAND: message" on one line of stderr and returns the exit
 // code: 2 for bad input (flags, files, requests), 1 for internal failures.

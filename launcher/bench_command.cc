@@ -1,0 +1,177 @@
+// tandem bench decode|prefill: tokens/s in the form llama-bench users know,
+// with decode speed also given as a fraction of the memory-bandwidth bound
+// (weight bytes per token ÷ read bandwidth measured in the same run).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "launcher/commands.h"
+#include "launcher/memory_bandwidth.h"
+#include "nlohmann/json.hpp"
+#include "runtime/engine/engine.h"
+
+namespace tandem::launcher {
+namespace {
+
+struct BenchFlags {
+  std::string mode;
+  std::string model;
+  std::vector<int> threads = {1, 2};
+  std::vector<int> prompt_tokens = {128, 512};
+  int gen_tokens = 64;
+  int repetitions = 3;
+  bool json = false;
+};
+
+struct Sample {
+  double mean = 0;
+  double stddev = 0;
+};
+
+Sample summarize(const std::vector<double>& v) {
+  Sample s;
+  for (double x : v) s.mean += x;
+  s.mean /= v.size();
+  for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
+  s.stddev = v.size() > 1 ? std::sqrt(s.stddev / (v.size() - 1)) : 0;
+  return s;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// Seconds for one decode run of n steps after a one-token prompt.
+absl::StatusOr<double> time_decode(engine::Engine& e, int n) {
+  TANDEM_RETURN_IF_ERROR(e.open_sequence(0));
+  int32_t token = e.tokenizer().bos_id() >= 0 ? e.tokenizer().bos_id() : 0;
+  int32_t pos = 0;
+  const int32_t seq = 0;
+  double start = 0;
+  absl::Status status;
+  for (int i = 0; i <= n && status.ok(); ++i) {
+    if (i == 1) start = now_seconds();  // the prompt step is not a decode step
+    auto logits = e.forward({std::span(&token, 1), std::span(&pos, 1), std::span(&seq, 1), {}});
+    if (!logits.ok()) status = logits.status();
+    else token = argmax(*logits);
+    ++pos;
+  }
+  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(status);
+  return now_seconds() - start;
+}
+
+absl::StatusOr<double> time_prefill(engine::Engine& e, int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> tokens(n), positions(n), seqs(n, 0);
+  for (int i = 0; i < n; ++i) {
+    tokens[i] = static_cast<int32_t>(rng() % e.config().n_vocab);
+    positions[i] = i;
+  }
+  TANDEM_RETURN_IF_ERROR(e.open_sequence(0));
+  const double start = now_seconds();
+  auto logits = e.forward({tokens, positions, seqs, {}});
+  const double seconds = now_seconds() - start;
+  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(logits.status());
+  return seconds;
+}
+
+// Bytes of weights that one decode step reads: every matrix and norm, but
+// only one row of the token embedding (unless it doubles as the output head).
+uint64_t bytes_per_token(const engine::Engine& e) {
+  const model::LlamaConfig& c = e.config();
+  const auto& w = *e.file().find_tensor("token_embd.weight");
+  const bool tied = e.file().find_tensor("output.weight") == nullptr;
+  return e.load_stats().bytes - (tied ? 0 : w.n_bytes - w.n_bytes / c.n_vocab);
+}
+
+int run_bench(const BenchFlags& f) {
+  if (f.mode != "decode" && f.mode != "prefill") {
+    return report_error("bench", absl::InvalidArgumentError(absl::StrCat(
+                                     "unknown benchmark '", f.mode, "' (decode or prefill)")));
+  }
+  const bool decode = f.mode == "decode";
+  const int max_prompt = *std::max_element(f.prompt_tokens.begin(), f.prompt_tokens.end());
+  nlohmann::json rows = nlohmann::json::array();
+  if (!f.json) {
+    std::printf("| model | size | type | threads | test | t/s | bound t/s | of bound | GB/s read |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  }
+  for (int t : f.threads) {
+    engine::EngineOptions options;
+    options.model_path = f.model;
+    options.n_threads = t;
+    options.context_length = (decode ? f.gen_tokens + 1 : max_prompt) + 1;
+    options.max_batch_tokens = decode ? 1 : max_prompt;
+    auto loaded = engine::Engine::Load(options);
+    if (!loaded.ok()) return report_error("bench", loaded.status());
+    engine::Engine& e = **loaded;
+    const double bandwidth = measure_read_bandwidth(t, size_t{1} << 29, 3);
+    const uint64_t per_token = bytes_per_token(e);
+    const std::string name = e.file().get_string("general.name").value_or(f.model);
+    const std::string type = dtype_name(e.file().find_tensor("blk.0.ffn_down.weight")->type);
+    const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
+    for (int n : tests) {
+      std::vector<double> speeds;
+      // One untimed warm-up run, then the repetitions.
+      for (int r = 0; r <= f.repetitions; ++r) {
+        auto s = decode ? time_decode(e, n) : time_prefill(e, n, 1234 + r);
+        if (!s.ok()) return report_error("bench", s.status());
+        if (r > 0) speeds.push_back(n / *s);
+      }
+      const Sample s = summarize(speeds);
+      const double bound = bandwidth / static_cast<double>(per_token);
+      const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
+      nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
+                            {"threads", t}, {"test", test}, {"tokens_per_s", s.mean},
+                            {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
+                            {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
+      if (decode) {
+        row["bound_tokens_per_s"] = bound;
+        row["fraction_of_bound"] = s.mean / bound;
+      }
+      rows.push_back(row);
+      if (!f.json) {
+        std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f |\n", name.c_str(),
+                    per_token / 1e9, type.c_str(), t, test.c_str(), s.mean, s.stddev,
+                    decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
+                    decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
+                    bandwidth / 1e9);
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (f.json) std::printf("%s\n", rows.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure decode or prefill speed of a model");
+  cmd->add_option("mode", flags->mode, "decode | prefill")->required();
+  cmd->add_option("--model", flags->model, "GGUF model file")->required();
+  cmd->add_option("--threads", flags->threads, "Thread counts, e.g. 1,2")->delimiter(',')
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt lengths for prefill, e.g. 128,512")
+      ->delimiter(',')->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--gen-tokens", flags->gen_tokens, "Decode steps")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
+  cmd->add_flag("--json", flags->json, "Print JSON rows instead of a table");
+  cmd->callback([flags, exit_code] { *exit_code = run_bench(*flags); });
+}
+
+}  // namespace tandem::launcher
