@@ -133,6 +133,13 @@ class File {
                                  void* dst) const;
 
  private:
+  class Parser;  // reader.cc: fills the fields below from a ByteSource
+  struct Fd;     // reader.cc: the open descriptor that read_tensor preads from
+
+  absl::Status value_error(std::string_view key, const Value& value,
+                           std::string_view expected) const;
+  absl::StatusOr<const Value*> lookup(std::string_view key) const;
+
   std::string path_;
   uint32_t version_ = 0;
   uint64_t alignment_ = kDefaultAlignment;
@@ -140,9 +147,15 @@ class File {
   uint64_t file_size_ = 0;
   std::vector<KeyValue> metadata_;
   std::vector<TensorInfo> tensors_;
-  // Non-empty when parsed from memory; otherwise reads go to path_.
+  // Non-empty when parsed from memory; otherwise reads go to fd_ (kept open
+  // so that a file replaced on disk cannot change under a loaded model).
   std::shared_ptr<const std::vector<uint8_t>> image_;
+  std::shared_ptr<const Fd> fd_;
 };
+
+namespace detail {
+class Sink;  // writer.cc: where Writer puts bytes (memory or a file)
+}  // namespace detail
 
 // Writes GGUF v3. Tensor data is produced one tensor at a time by a fill
 // callback, so that multi-gigabyte models never sit whole in memory.
@@ -165,7 +178,9 @@ class Writer {
     std::vector<int64_t> dims;
     DType type;
     Fill fill;
+    int64_t given_bytes = -1;  // size of the span passed to add_tensor, or -1 for a Fill
   };
+  absl::Status emit(detail::Sink& sink) const;
   uint64_t alignment_ = kDefaultAlignment;
   std::vector<KeyValue> metadata_;
   std::vector<PendingTensor> tensors_;
