@@ -1,0 +1,176 @@
+#include "runtime/testing/test_model.h"
+
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/kernels/cpu/convert.h"
+#include "runtime/testing/random.h"
+#include "runtime/testing/test_vocab.h"
+
+namespace tandem::testing {
+namespace {
+
+constexpr double kWeightStd = 0.02;
+constexpr double kNormStd = 0.1;
+
+absl::string_view sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Fills a [row_len, n_rows] tensor of `type` with mean + stddev * N(0, 1),
+// one row at a time through a float buffer, so memory stays at one row.
+gguf::Writer::Fill random_fill(DType type, int64_t row_len, int64_t n_rows, uint64_t key,
+                               double mean, double stddev) {
+  return [=](std::span<uint8_t> dst) {
+    const size_t rb = row_bytes(type, row_len);
+    TANDEM_CHECK(dst.size() == rb * static_cast<size_t>(n_rows));
+    std::vector<float> row(static_cast<size_t>(row_len));
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint64_t base = static_cast<uint64_t>(r) * static_cast<uint64_t>(row_len);
+      for (int64_t j = 0; j < row_len; ++j) {
+        row[static_cast<size_t>(j)] = normal(key, base + static_cast<uint64_t>(j), mean, stddev);
+      }
+      uint8_t* out = dst.data() + static_cast<size_t>(r) * rb;
+      if (type == DType::kF32) {
+        std::memcpy(out, row.data(), rb);
+      } else {
+        const absl::Status s = kernels::quantize_row(type, row.data(), out, row_len);
+        TANDEM_CHECK(s.ok());  // the type and row length were validated up front
+      }
+    }
+  };
+}
+
+// Llama 3.1-style frequency factors: 1 for the fast-rotating (short
+// wavelength) pairs, 8 for the slow ones, a linear ramp between.
+std::vector<float> rope_freq_factors(int64_t n) {
+  std::vector<float> f(static_cast<size_t>(n));
+  const double lo = static_cast<double>(n) / 3.0;
+  const double hi = 2.0 * static_cast<double>(n) / 3.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = static_cast<double>(i);
+    double v = 1.0;
+    if (x >= hi) {
+      v = 8.0;
+    } else if (x > lo) {
+      const double t = (x - lo) / (hi - lo);
+      const double ramp = 7.0 * t;
+      v = 1.0 + ramp;
+    }
+    f[static_cast<size_t>(i)] = static_cast<float>(v);
+  }
+  return f;
+}
+
+}  // namespace
+
+absl::StatusOr<TestModelShape> test_model_shape(std::string_view name) {
+  if (name == "tiny") return TestModelShape{"tiny", 256, 4, 8, 4, 768, 512, 2048};
+  if (name == "small") return TestModelShape{"small", 512, 8, 8, 4, 1536, 4096, 4096};
+  if (name == "1b") return TestModelShape{"1b", 2048, 22, 32, 4, 5632, 32000, 2048};
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown test model shape '", sv(name), "': want tiny, small or 1b"));
+}
+
+absl::StatusOr<uint32_t> file_type_of(DType type) {
+  switch (type) {
+    case DType::kF32:
+      return 0;  // LLAMA_FTYPE_ALL_F32
+    case DType::kF16:
+      return 1;  // LLAMA_FTYPE_MOSTLY_F16
+    case DType::kQ4_0:
+      return 2;  // LLAMA_FTYPE_MOSTLY_Q4_0
+    case DType::kQ8_0:
+      return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
+    case DType::kBF16:
+      return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "test models support f32, f16, bf16, q8_0 and q4_0, not ", dtype_name(type)));
+  }
+}
+
+absl::Status write_test_model(const std::string& path, const TestModelSpec& spec) {
+  TANDEM_ASSIGN_OR_RETURN(const TestModelShape shape, test_model_shape(spec.shape));
+  TANDEM_ASSIGN_OR_RETURN(const uint32_t file_type, file_type_of(spec.type));
+  TANDEM_ASSIGN_OR_RETURN(const TestVocab vocab, build_test_vocab(spec.vocab, shape.n_vocab));
+  TANDEM_CHECK(static_cast<int64_t>(vocab.tokens.size()) == shape.n_vocab);
+
+  const int64_t dim = shape.dim;
+  const int64_t head_dim = shape.head_dim();
+  const int64_t q_dim = shape.n_heads * head_dim;
+  const int64_t kv_dim = shape.n_kv_heads * head_dim;
+  const int64_t ffn = shape.ffn_dim;
+  // Every matrix row (dim, q_dim or ffn long) must hold whole quant blocks.
+  const int64_t block = dtype_info(spec.type)->block_size;
+  for (int64_t row : {dim, q_dim, ffn}) {
+    if (row % block != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("shape ", shape.name, ": row length ", row,
+                                                     " is not a multiple of the ",
+                                                     dtype_name(spec.type), " block size ", block));
+    }
+  }
+
+  using gguf::Value;
+  gguf::Writer w;
+  w.set("general.architecture", Value::str("llama"));
+  w.set("general.name", Value::str(absl::StrCat("tandem-test-", shape.name, "-", spec.vocab, "-",
+                                                dtype_name(spec.type))));
+  w.set("general.file_type", Value::u32(file_type));
+  if (spec.type == DType::kQ8_0 || spec.type == DType::kQ4_0) {
+    w.set("general.quantization_version", Value::u32(2));
+  }
+  auto u32 = [](int64_t v) { return Value::u32(static_cast<uint32_t>(v)); };
+  w.set("llama.context_length", u32(shape.context_length));
+  w.set("llama.embedding_length", u32(dim));
+  w.set("llama.block_count", u32(shape.n_layers));
+  w.set("llama.feed_forward_length", u32(ffn));
+  w.set("llama.attention.head_count", u32(shape.n_heads));
+  w.set("llama.attention.head_count_kv", u32(shape.n_kv_heads));
+  w.set("llama.rope.dimension_count", u32(head_dim));
+  w.set("llama.rope.freq_base", Value::f32(10000.0f));
+  w.set("llama.attention.layer_norm_rms_epsilon", Value::f32(1e-5f));
+  w.set("llama.vocab_size", u32(shape.n_vocab));
+  add_vocab_metadata(vocab, w);
+
+  // Each tensor has its own random stream keyed by its name, so adding or
+  // reordering tensors never changes the others.
+  auto matrix = [&](const std::string& name, int64_t row_len, int64_t n_rows) {
+    w.add_tensor(
+        name, {row_len, n_rows}, spec.type,
+        random_fill(spec.type, row_len, n_rows, stream_key(spec.seed, name), 0.0, kWeightStd));
+  };
+  auto norm = [&](const std::string& name) {
+    w.add_tensor(name, {dim}, DType::kF32,
+                 random_fill(DType::kF32, dim, 1, stream_key(spec.seed, name), 1.0, kNormStd));
+  };
+
+  matrix("token_embd.weight", dim, shape.n_vocab);  // [dim, n_vocab]
+  if (spec.rope_freqs) {
+    const std::vector<float> factors = rope_freq_factors(head_dim / 2);
+    w.add_tensor("rope_freqs.weight", {head_dim / 2}, DType::kF32,
+                 [factors](std::span<uint8_t> dst) {
+                   TANDEM_CHECK(dst.size() == factors.size() * sizeof(float));
+                   std::memcpy(dst.data(), factors.data(), dst.size());
+                 });  // [head_dim / 2]
+  }
+  for (int64_t il = 0; il < shape.n_layers; ++il) {
+    const std::string p = absl::StrCat("blk.", il, ".");
+    norm(p + "attn_norm.weight");                  // [dim]
+    matrix(p + "attn_q.weight", dim, q_dim);       // [dim, n_heads * head_dim]
+    matrix(p + "attn_k.weight", dim, kv_dim);      // [dim, n_kv_heads * head_dim]
+    matrix(p + "attn_v.weight", dim, kv_dim);      // [dim, n_kv_heads * head_dim]
+    matrix(p + "attn_output.weight", q_dim, dim);  // [n_heads * head_dim, dim]
+    norm(p + "ffn_norm.weight");                   // [dim]
+    matrix(p + "ffn_gate.weight", dim, ffn);       // [dim, ffn]
+    matrix(p + "ffn_up.weight", dim, ffn);         // [dim, ffn]
+    matrix(p + "ffn_down.weight", ffn, dim);       // [ffn, dim]
+  }
+  norm("output_norm.weight");                                              // [dim]
+  if (!spec.tied_embeddings) matrix("output.weight", dim, shape.n_vocab);  // [dim, n_vocab]
+  return w.write(path);
+}
+
+}  // namespace tandem::testing
