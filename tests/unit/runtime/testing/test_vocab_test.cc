@@ -4,7 +4,10 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "runtime/gguf/gguf.h"
 #include "runtime/testing/bpe_trainer.h"
+#include "runtime/testing/corpus.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace tandem::testing {
 namespace {
@@ -150,6 +153,59 @@ TEST(TestVocab, IsDeterministic) {
     EXPECT_EQ(a->merges, b->merges);
   }
 }
+
+// The vocabularies load in the real tokenizer (llama.cpp's algorithms) and
+// round-trip English, with the corpus's words as single tokens.
+class VocabRoundTrip : public ::testing::TestWithParam<std::pair<const char*, int64_t>> {};
+
+TEST_P(VocabRoundTrip, LoadsAndRoundTripsEnglish) {
+  const auto [kind, n] = GetParam();
+  auto v = build_test_vocab(kind, n);
+  ASSERT_TRUE(v.ok()) << v.status();
+  gguf::Writer w;
+  w.set("general.architecture", gguf::Value::str("llama"));
+  add_vocab_metadata(*v, w);
+  auto bytes = w.write_to_memory();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto file = gguf::File::Parse(*bytes, "vocab");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto tok = tokenizer::Tokenizer::FromGguf(*file);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const tokenizer::Tokenizer& t = **tok;
+  EXPECT_EQ(t.n_vocab(), n);
+  EXPECT_EQ(t.bos_id(), v->bos_id);
+  EXPECT_EQ(t.eos_id(), v->eos_id);
+  EXPECT_TRUE(t.is_eog(v->eos_id));
+  EXPECT_TRUE(t.add_bos());
+
+  const std::string texts[] = {
+      std::string(kTrainingText),
+      "Hello world! The quick brown fox jumps over the lazy dog.",
+      "  Leading spaces, tabs\tand\nnew lines\n\n and 12345 digits; symbols #@%^&*(){}[]~",
+      "Unicode falls back to bytes: caf\xC3\xA9, na\xC3\xAFve, \xE2\x98\x95, \xF0\x9F\x98\x80.",
+  };
+  for (const std::string& text : texts) {
+    const std::vector<int32_t> ids = t.encode(text);
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids.front(), v->bos_id);
+    for (int32_t id : ids) ASSERT_TRUE(t.is_valid(id));
+    EXPECT_EQ(t.decode(std::span<const int32_t>(ids).subspan(1)), text) << kind;
+  }
+  // Learned pieces compress the text they were learned on.
+  const auto ids = t.encode(kTrainingText, {.add_bos = false});
+  const size_t per_token = n >= 4096 ? 4 : 2;  // characters per token, at least
+  EXPECT_LT(ids.size() * per_token, kTrainingText.size()) << kind << " " << n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Vocabs, VocabRoundTrip,
+                         ::testing::Values(std::pair<const char*, int64_t>{"spm", 512},
+                                           std::pair<const char*, int64_t>{"spm", 32000},
+                                           std::pair<const char*, int64_t>{"bpe", 512},
+                                           std::pair<const char*, int64_t>{"bpe", 4096}),
+                         [](const auto& info) {
+                           return std::string(info.param.first) + "_" +
+                                  std::to_string(info.param.second);
+                         });
 
 }  // namespace
 }  // namespace tandem::testing
