@@ -228,7 +228,8 @@ void Writer::add_tensor(std::string name, std::vector<int64_t> dims, DType type,
   // Copied so that the caller's buffer need not outlive the Writer.
   auto copy = std::make_shared<const std::vector<uint8_t>>(data.begin(), data.end());
   Fill fill = [copy](std::span<uint8_t> dst) {
-    std::memcpy(dst.data(), copy->data(), std::min(dst.size(), copy->size()));
+    size_t n = std::min(dst.size(), copy->size());
+    if (n != 0) std::memcpy(dst.data(), copy->data(), n);  // data() may be null when empty
   };
   tensors_.push_back(PendingTensor{std::move(name), std::move(dims), type, std::move(fill),
                                    static_cast<int64_t>(data.size())});
