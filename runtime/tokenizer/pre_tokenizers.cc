@@ -1,6 +1,5 @@
 #include "runtime/tokenizer/pre_tokenizers.h"
 
-
 namespace tandem::tokenizer {
 namespace {
 

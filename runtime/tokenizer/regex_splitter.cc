@@ -77,9 +77,8 @@ absl::StatusOr<std::unique_ptr<RegexSplitter>> RegexSplitter::Create(
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof(message));
       return absl::InvalidArgumentError(absl::StrCat("pre-tokenizer regex '", source,
-                                                     "' does not compile at offset ",
-                                                     error_offset, ": ",
-                                                     reinterpret_cast<const char*>(message)));
+                                                     "' does not compile at offset ", error_offset,
+                                                     ": ", reinterpret_cast<const char*>(message)));
     }
     // JIT is an optimisation only; the interpreter gives the same matches.
     compiled->jit = pcre2_jit_compile(compiled->code, PCRE2_JIT_COMPLETE) == 0;
@@ -99,8 +98,8 @@ void RegexSplitter::split(std::string_view text, std::vector<Piece>& pieces) con
     for (const Piece& piece : pieces) {
       const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data() + piece.offset);
       const PCRE2_SIZE length = piece.length;
-      PCRE2_SIZE pos = 0;        // where the next search starts
-      PCRE2_SIZE emitted = 0;    // end of what has been emitted
+      PCRE2_SIZE pos = 0;      // where the next search starts
+      PCRE2_SIZE emitted = 0;  // end of what has been emitted
       while (pos < length) {
         // The subject is the piece alone, so lookarounds cannot see past it,
         // as with llama.cpp's per-piece std::regex iteration.
@@ -119,17 +118,14 @@ void RegexSplitter::split(std::string_view text, std::vector<Piece>& pieces) con
           continue;
         }
         if (start > emitted) {
-          next.push_back({piece.offset + emitted,
-                          start - emitted});
+          next.push_back({piece.offset + emitted, start - emitted});
         }
-        next.push_back({piece.offset + start,
-                        end - start});
+        next.push_back({piece.offset + start, end - start});
         emitted = end;
         pos = end;
       }
       if (emitted < length) {
-        next.push_back({piece.offset + emitted,
-                        length - emitted});
+        next.push_back({piece.offset + emitted, length - emitted});
       }
     }
     pcre2_match_data_free(match);

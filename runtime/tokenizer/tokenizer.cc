@@ -33,24 +33,31 @@ constexpr std::string_view kSpaceEscape = "\xE2\x96\x81";  // U+2581
 // Texts llama.cpp takes for an end-of-turn token when the file names none,
 // in the order we prefer them (llama.cpp's pick among several is hash order).
 constexpr std::string_view kEotTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|end_of_text|>", "<EOT>", "_<EOT>", "<end_of_utterance>",
+    "<|eot_id|>",      "<|im_end|>", "<|end|>", "<end_of_turn>",      "<|endoftext|>",
+    "<|end_of_text|>", "<EOT>",      "_<EOT>",  "<end_of_utterance>",
 };
 // Texts llama.cpp treats as end of generation wherever they appear.
 constexpr std::string_view kEogTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>",
-    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",   "<|endoftext|>",      "</s>",
+    "<|eom_id|>", "<EOT>",      "_<EOT>",  "<|end_of_text|>", "<end_of_utterance>",
 };
 
 uint32_t attr_from_type(int32_t type) {
   switch (static_cast<TokenType>(type)) {
-    case TokenType::kNormal: return kAttrNormal;
-    case TokenType::kUnknown: return kAttrUnknown;
-    case TokenType::kControl: return kAttrControl;
-    case TokenType::kUserDefined: return kAttrUserDefined;
-    case TokenType::kUnused: return kAttrUnused;
-    case TokenType::kByte: return kAttrByte;
-    case TokenType::kUndefined: break;
+    case TokenType::kNormal:
+      return kAttrNormal;
+    case TokenType::kUnknown:
+      return kAttrUnknown;
+    case TokenType::kControl:
+      return kAttrControl;
+    case TokenType::kUserDefined:
+      return kAttrUserDefined;
+    case TokenType::kUnused:
+      return kAttrUnused;
+    case TokenType::kByte:
+      return kAttrByte;
+    case TokenType::kUndefined:
+      break;
   }
   return kAttrUndefined;
 }
@@ -122,8 +129,8 @@ absl::StatusOr<std::vector<float>> load_scores(const gguf::File& file, size_t n_
   if (value->type == gguf::ValueType::kArray && value->elem_type == gguf::ValueType::kInt32) {
     TANDEM_ASSIGN_OR_RETURN(const std::vector<int32_t> ints, file.get_i32_array(kKeyScores));
     if (ints.size() < n_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(kKeyScores, " has ", ints.size(),
-                                                     " entries for ", n_tokens, " tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kKeyScores, " has ", ints.size(), " entries for ", n_tokens, " tokens"));
     }
     for (size_t i = 0; i < n_tokens; ++i) scores[i] = static_cast<float>(ints[i]);
     return scores;
@@ -189,8 +196,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   if (file.find(kKeyTokenType) != nullptr) {
     TANDEM_ASSIGN_OR_RETURN(types, file.get_i32_array(kKeyTokenType));
     if (types.size() < n_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(kKeyTokenType, " has ", types.size(),
-                                                     " entries for ", n_tokens, " tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kKeyTokenType, " has ", types.size(), " entries for ", n_tokens, " tokens"));
     }
   }
   std::vector<TokenData> tokens(n_tokens);
@@ -202,9 +209,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   t->vocab_ = std::make_unique<Vocab>(std::move(tokens));
   if (const int32_t dup = t->vocab_->first_duplicate(); dup >= 0) {
     const std::string_view text = t->vocab_->at(dup).text;
-    return absl::InvalidArgumentError(absl::StrCat(kKeyTokens, " in ", file.path(),
-                                                   " has duplicate token '", std::string(text), "' at ids ",
-                                                   t->vocab_->find(text), " and ", dup));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kKeyTokens, " in ", file.path(), " has duplicate token '", std::string(text),
+                     "' at ids ", t->vocab_->find(text), " and ", dup));
   }
 
   if (t->kind_ == Kind::kBpe) {
@@ -417,9 +424,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
 absl::StatusOr<std::string> Tokenizer::try_decode(std::span<const int32_t> ids) const {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!is_valid(ids[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ",
-                                                     n_vocab(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ", n_vocab(), ")"));
     }
   }
   return decode(ids);

@@ -122,9 +122,9 @@ class Tokenizer {
   bool add_space_prefix_ = false;
   bool clean_spaces_ = false;
 
-  std::vector<std::string> pieces_;       // token_to_piece(id, render_special=true)
-  std::vector<uint8_t> eog_;              // per token
-  std::vector<int32_t> special_tokens_;   // control/user-defined/unknown, longest first
+  std::vector<std::string> pieces_;      // token_to_piece(id, render_special=true)
+  std::vector<uint8_t> eog_;             // per token
+  std::vector<int32_t> special_tokens_;  // control/user-defined/unknown, longest first
 };
 
 }  // namespace tandem::tokenizer

@@ -22,8 +22,8 @@ std::unique_ptr<Tokenizer> load(const std::string& name, double* ms) {
     return nullptr;
   }
   if (ms != nullptr) {
-    *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-              .count();
+    *ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   }
   return std::move(tokenizer).value();
 }
@@ -40,8 +40,7 @@ const Tokenizer* llama2() {
 }
 
 const Tokenizer* llama3() {
-  static const std::unique_ptr<Tokenizer> tokenizer =
-      load("vocab-llama3.gguf", &g_llama3_load_ms);
+  static const std::unique_ptr<Tokenizer> tokenizer = load("vocab-llama3.gguf", &g_llama3_load_ms);
   return tokenizer.get();
 }
 

@@ -143,11 +143,54 @@ TEST(TokenizerTest, ParseSpecial) {
 // Random text from an alphabet that avoids what decoding legitimately changes
 // (clean-up around ?!.,' for llama-bpe; U+2581 for SPM).
 std::string random_text(std::mt19937& rng) {
-  static const std::vector<std::string> kAlphabet = {
-      "a", "b", "e", "z", "Q", "X", " ", " ", " ", "\n", "\t", "\r\n", "0", "7", "42",
-      "-", "(", ")", "#", ":", ";", "\"", "é", "ß", "Ж", "я", "中", "文", "日", "ん", "ا",
-      "ل", "न", "्", "😀", "👋", "🏽", "\xE2\x80\x8D", "\xE2\x80\x8B", "🇺", "\xC2\xA0",
-      "\xE3\x80\x80", "\xC2\x85", "Ω", "ﬁ", "𝔸", "\x7F", "\x01"};
+  static const std::vector<std::string> kAlphabet = {"a",
+                                                     "b",
+                                                     "e",
+                                                     "z",
+                                                     "Q",
+                                                     "X",
+                                                     " ",
+                                                     " ",
+                                                     " ",
+                                                     "\n",
+                                                     "\t",
+                                                     "\r\n",
+                                                     "0",
+                                                     "7",
+                                                     "42",
+                                                     "-",
+                                                     "(",
+                                                     ")",
+                                                     "#",
+                                                     ":",
+                                                     ";",
+                                                     "\"",
+                                                     "é",
+                                                     "ß",
+                                                     "Ж",
+                                                     "я",
+                                                     "中",
+                                                     "文",
+                                                     "日",
+                                                     "ん",
+                                                     "ا",
+                                                     "ل",
+                                                     "न",
+                                                     "्",
+                                                     "😀",
+                                                     "👋",
+                                                     "🏽",
+                                                     "\xE2\x80\x8D",
+                                                     "\xE2\x80\x8B",
+                                                     "🇺",
+                                                     "\xC2\xA0",
+                                                     "\xE3\x80\x80",
+                                                     "\xC2\x85",
+                                                     "Ω",
+                                                     "ﬁ",
+                                                     "𝔸",
+                                                     "\x7F",
+                                                     "\x01"};
   std::uniform_int_distribution<size_t> pick(0, kAlphabet.size() - 1);
   std::uniform_int_distribution<int> length(0, 40);
   std::string text;
@@ -192,13 +235,16 @@ TEST(TokenizerTest, RandomBytesNeverBreakEncoding) {
       for (const int32_t id : t->encode(bytes, {.add_bos = false})) ASSERT_TRUE(t->is_valid(id));
     }
     // SPM falls back to byte tokens, so any bytes survive (spaces aside).
-    if (bytes.find(' ') == std::string::npos &&
-        bytes.find("\xE2\x96\x81") == std::string::npos) {
+    if (bytes.find(' ') == std::string::npos && bytes.find("\xE2\x96\x81") == std::string::npos) {
       EXPECT_EQ(l2->decode(l2->encode(bytes, {.add_bos = false})), bytes);
     }
   }
   // Byte-level BPE sees invalid UTF-8 as U+FFFD, as llama.cpp does.
-  EXPECT_EQ(l3->decode(l3->encode("a\xFF" "b", {.add_bos = false})), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(l3->decode(l3->encode("a\xFF"
+                                  "b",
+                                  {.add_bos = false})),
+            "a\xEF\xBF\xBD"
+            "b");
 }
 
 TEST(TokenizerTest, BadIdsAreReported) {
@@ -224,7 +270,7 @@ TEST(TokenizerTest, LongInputs) {
   ASSERT_NE(l2, nullptr);
   // Long runs stress the regex engine (whitespace lookahead) and the merges.
   for (const std::string& text : {std::string(100000, ' '), std::string(50000, 'a'),
-                                 std::string(30000, '\n') + "x", std::string(20000, '7')}) {
+                                  std::string(30000, '\n') + "x", std::string(20000, '7')}) {
     EXPECT_EQ(l3->decode(l3->encode(text, {.add_bos = false})), text);
     EXPECT_EQ(l2->decode(l2->encode(text, {.add_bos = false})), text);
   }
