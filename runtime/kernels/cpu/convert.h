@@ -1,0 +1,37 @@
+// Scalar element conversions and row (de)quantization for the types the CPU
+// kernels support (F32, F16, BF16, Q8_0, Q4_0). Every function reproduces
+// llama.cpp/ggml bit for bit, so that files we write and logits we compute
+// match theirs: the *_ref quantizers are those used to write model files, and
+// quantize_row_q8_0_act is the x86 SIMD quantizer ggml applies to activations.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "runtime/tensor/dtype.h"
+
+namespace tandem::kernels {
+
+float fp16_to_f32(uint16_t h);
+uint16_t f32_to_fp16(float f);  // round to nearest even; every NaN becomes 0x7e00 | sign
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);  // round to nearest even; NaN kept, made quiet
+
+// n is a multiple of 32 in all three.
+void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n);
+void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n);
+void quantize_row_q8_0_act(const float* x, BlockQ8_0* y, int64_t n);
+
+// Converts n f32 values into a row of `type` (F32, F16, BF16, Q8_0, Q4_0 with
+// the *_ref quantizers). Fails for other types or an n that is not a multiple
+// of the type's block size.
+absl::Status quantize_row(DType type, const float* x, void* dst, int64_t n);
+
+// Expands a row of `type` into f32; the type must be supported and n a
+// multiple of its block size (a bug otherwise).
+void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+
+// True for exactly F32, F16, BF16, Q8_0 and Q4_0.
+bool kernels_support(DType type);
+
+}  // namespace tandem::kernels

@@ -1,0 +1,213 @@
+// AVX2 + FMA + F16C kernels. Compiled with -mavx2 -mfma -mf16c, and entered
+// only after cpuid reported those features (see matmul.cc).
+//
+// Quantized blocks use ggml's sign trick: maddubs multiplies unsigned by
+// signed bytes, so |w| is paired with x carrying w's sign; the pairwise int16
+// sums cannot saturate because |w|, |x| <= 127 (q8_0) or 8 (q4_0).
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "runtime/kernels/cpu/matmul_kernels.h"
+
+namespace tandem::kernels::internal {
+namespace {
+
+#include "runtime/kernels/cpu/tile_driver.inc"
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 broadcast_fp16(uint16_t h) {
+  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h)));
+}
+
+template <class Block>
+inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
+  return reinterpret_cast<const Block*>(base + i * stride);
+}
+
+// Signed weights of one block: q8_0 as stored, q4_0 unpacked to [-8, 7].
+inline __m256i load_weights(const BlockQ8_0& b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+}
+inline __m256i load_weights(const BlockQ4_0& b) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+template <class WBlock>
+struct QuantKernel {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_cols / 32;
+    const WBlock* w[R];
+    const BlockQ8_0* x[T];
+    for (int i = 0; i < R; ++i) w[i] = block_row<WBlock>(a.w, a.w_stride, r + i);
+    for (int j = 0; j < T; ++j) x[j] = block_row<BlockQ8_0>(a.x, a.x_stride, t + j);
+    __m256 acc[R][T];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i xq[T];
+      __m256 dx[T];
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        xq[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[j][b].qs));
+        dx[j] = broadcast_fp16(x[j][b].d);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const __m256i wq = load_weights(w[i][b]);
+        const __m256i aw = _mm256_sign_epi8(wq, wq);
+        const __m256 dw = broadcast_fp16(w[i][b].d);
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const __m256i sx = _mm256_sign_epi8(xq[j], wq);
+          const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[j]), _mm256_cvtepi32_ps(dot), acc[i][j]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) a.y[(t + j) * a.ldy + r + i] = hsum(acc[i][j]);
+    }
+  }
+};
+
+// Float weights (f32, f16, bf16) against f32 or bf16 activations, 8 columns
+// per step; one-token tiles unroll twice more to cover the FMA latency.
+struct LoadF32 {
+  static __m256 load(const uint8_t* row, int64_t c) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
+  }
+};
+struct LoadF16 {
+  static __m256 load(const uint8_t* row, int64_t c) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c)));
+  }
+};
+struct LoadBF16 {
+  static __m256 load(const uint8_t* row, int64_t c) {
+    const __m128i h = _mm_loadu_si128(
+        reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+};
+
+template <class WLoad, class XLoad>
+struct FloatKernel {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    constexpr int U = T == 1 ? 2 : 1;  // independent chains per output
+    const uint8_t* w[R];
+    const uint8_t* x[T];
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.x_stride;
+    __m256 acc[R][T][U];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) acc[i][j][u] = _mm256_setzero_ps();
+      }
+    }
+    for (int64_t c = 0; c < a.n_cols; c += 8 * U) {
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) {
+        __m256 xv[T];
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) xv[j] = XLoad::load(x[j], c + 8 * u);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const __m256 wv = WLoad::load(w[i], c + 8 * u);
+#pragma GCC unroll 16
+          for (int j = 0; j < T; ++j) acc[i][j][u] = _mm256_fmadd_ps(wv, xv[j], acc[i][j][u]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        __m256 s = acc[i][j][0];
+        if constexpr (U == 2) s = _mm256_add_ps(s, acc[i][j][1]);
+        a.y[(t + j) * a.ldy + r + i] = hsum(s);
+      }
+    }
+  }
+};
+
+// ggml's AVX2 quantize_row_q8_0: the same arithmetic as the portable
+// quantize_row_q8_0_act, so the two agree bit for bit.
+void convert_q8_0_avx2(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_0*>(dst);
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t i = 0; i < n / 32; ++i) {
+    __m256 v0 = _mm256_loadu_ps(x + i * 32);
+    __m256 v1 = _mm256_loadu_ps(x + i * 32 + 8);
+    __m256 v2 = _mm256_loadu_ps(x + i * 32 + 16);
+    __m256 v3 = _mm256_loadu_ps(x + i * 32 + 24);
+    __m256 max_abs = _mm256_andnot_ps(sign_bit, v0);
+    max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign_bit, v1));
+    max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign_bit, v2));
+    max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign_bit, v3));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(max_abs, 1), _mm256_castps256_ps128(max_abs));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    y[i].d = static_cast<uint16_t>(_cvtss_sh(amax / 127.f, _MM_FROUND_TO_NEAREST_INT));
+    const __m256 mul = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), kRound));
+    const __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), kRound));
+    const __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), kRound));
+    const __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), kRound));
+    // packs works within 128-bit lanes; the permute restores element order.
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), _mm256_permutevar8x32_epi32(p, perm));
+  }
+}
+
+// Rounds to fp16 and back with F16C (round to nearest even, as f32_to_fp16).
+void convert_f16_avx2(const float* x, void* dst, int64_t n) {
+  auto* d = static_cast<float*>(dst);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
+  }
+}
+
+}  // namespace
+
+const KernelTable& avx2_kernels() {
+  static const KernelTable table = [] {
+    KernelTable t;
+    t.f32 = {rows_kernel<FloatKernel<LoadF32, LoadF32>, 4, 3, 4>, nullptr, 4};
+    t.f16 = {rows_kernel<FloatKernel<LoadF16, LoadF32>, 4, 3, 4>, convert_f16_avx2, 4};
+    t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 3, 4>, nullptr, 4};
+    t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4};
+    t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4};
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace tandem::kernels::internal

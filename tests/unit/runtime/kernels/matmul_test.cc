@@ -1,0 +1,142 @@
+#include "runtime/kernels/cpu/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/kernels/cpu/convert.h"
+#include "runtime/kernels/cpu/matmul_reference.h"
+
+namespace tandem::kernels {
+namespace {
+
+constexpr DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0};
+
+std::vector<float> random_floats(int64_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+// Error of a kernel relative to sum |w * x|, the natural scale of rounding
+// error in a dot product. Every kernel is exact per product (or per int32
+// block sum) and differs from the double reference only in float summation.
+double tolerance(DType) { return 3e-5; }
+
+struct Case {
+  DType type;
+  int64_t n_rows, n_cols, n_tokens;
+};
+
+class MatmulTest : public ::testing::TestWithParam<DType> {};
+
+void check_case(const Case& c, std::mt19937& rng, ThreadPool& pool) {
+  SCOPED_TRACE(testing::Message() << dtype_name(c.type) << " rows=" << c.n_rows
+                                  << " cols=" << c.n_cols << " tokens=" << c.n_tokens
+                                  << " threads=" << pool.n_threads());
+  const std::vector<float> wf = random_floats(c.n_rows * c.n_cols, rng);
+  const size_t rb = row_bytes(c.type, c.n_cols);
+  std::vector<uint8_t> wq(rb * c.n_rows);
+  for (int64_t r = 0; r < c.n_rows; ++r) {
+    ASSERT_TRUE(quantize_row(c.type, wf.data() + r * c.n_cols, wq.data() + r * rb, c.n_cols).ok());
+  }
+  const Matrix w{c.type, wq.data(), c.n_rows, c.n_cols};
+  // Padded strides, with NaN in the padding of x to catch reads past a row.
+  const int64_t ldx = c.n_cols + 7;
+  const int64_t ldy = c.n_rows + 3;
+  std::vector<float> x(ldx * c.n_tokens, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t t = 0; t < c.n_tokens; ++t) {
+    const std::vector<float> row = random_floats(c.n_cols, rng);
+    std::copy(row.begin(), row.end(), x.begin() + t * ldx);
+  }
+  std::vector<float> ref(ldy * c.n_tokens);
+  std::vector<float> abs_ref(ldy * c.n_tokens);
+  matmul_reference(w, x.data(), ldx, c.n_tokens, ref.data(), ldy);
+  matmul_abs_reference(w, x.data(), ldx, c.n_tokens, abs_ref.data(), ldy);
+  std::vector<uint8_t> scratch(matmul_scratch_bytes(c.type, c.n_cols, c.n_tokens));
+  for (Isa isa : available_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    constexpr float kSentinel = 12345.0f;
+    std::vector<float> y(ldy * c.n_tokens, kSentinel);
+    matmul(w, x.data(), ldx, c.n_tokens, y.data(), ldy, scratch, pool, isa);
+    int bad = 0;
+    for (int64_t t = 0; t < c.n_tokens; ++t) {
+      for (int64_t r = 0; r < ldy; ++r) {
+        const int64_t i = t * ldy + r;
+        if (r >= c.n_rows) {
+          ASSERT_EQ(y[i], kSentinel) << "wrote padding at t=" << t << " r=" << r;
+          continue;
+        }
+        const double err = std::fabs(static_cast<double>(y[i]) - ref[i]);
+        const double limit = tolerance(c.type) * abs_ref[i] + 1e-30;
+        if (!(err <= limit) && ++bad <= 5) {
+          ADD_FAILURE() << "t=" << t << " r=" << r << " got " << y[i] << " want " << ref[i]
+                        << " (normalized error " << err / abs_ref[i] << ")";
+        }
+      }
+    }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+TEST_P(MatmulTest, EveryIsaMatchesReferenceOnAwkwardShapes) {
+  std::mt19937 rng(static_cast<uint32_t>(GetParam()) + 11);
+  ThreadPool pool1(1);
+  ThreadPool pool3(3);
+  for (int64_t n_rows : {1, 7, 33, 257}) {
+    for (int64_t n_cols : {32, 96, 4096}) {
+      for (int64_t n_tokens : {1, 3, 17}) {
+        check_case({GetParam(), n_rows, n_cols, n_tokens}, rng, n_rows % 2 ? pool3 : pool1);
+      }
+    }
+  }
+}
+
+TEST_P(MatmulTest, LargeBatchAcrossRowChunks) {
+  // Enough rows that prefill tiles walk several row chunks per thread.
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  check_case({GetParam(), 130, 1024, 64}, rng, pool);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulTest, ::testing::ValuesIn(kTypes),
+                         [](const testing::TestParamInfo<DType>& info) {
+                           return std::string(dtype_name(info.param));
+                         });
+
+TEST(Matmul, ActivationTypes) {
+  EXPECT_EQ(activation_type(DType::kF32), DType::kF32);
+  EXPECT_EQ(activation_type(DType::kF16), DType::kF16);
+  EXPECT_EQ(activation_type(DType::kBF16), DType::kBF16);
+  EXPECT_EQ(activation_type(DType::kQ8_0), DType::kQ8_0);
+  EXPECT_EQ(activation_type(DType::kQ4_0), DType::kQ8_0);
+  EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * 2 * sizeof(BlockQ8_0));
+}
+
+TEST(Matmul, IsaList) {
+  const std::vector<Isa> isas = available_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), Isa::kPortable);
+  bool has_best = false;
+  for (Isa isa : isas) has_best |= isa == best_isa();
+  EXPECT_TRUE(has_best);
+  for (Isa isa : isas) std::printf("available isa: %s\n", std::string(isa_name(isa)).c_str());
+}
+
+TEST(Matmul, ZeroTokensOrRowsIsANoOp) {
+  ThreadPool pool(2);
+  std::vector<uint8_t> w(row_bytes(DType::kQ8_0, 32) * 4);
+  const Matrix m{DType::kQ8_0, w.data(), 4, 32};
+  float y = 7.0f;
+  float x[32] = {};
+  matmul(m, x, 32, 0, &y, 4, {}, pool);
+  EXPECT_EQ(y, 7.0f);
+}
+
+}  // namespace
+}  // namespace tandem::kernels
