@@ -11,10 +11,11 @@ seconds=${1:-30}
 build=${TANDEM_FUZZ_BUILD_DIR:-build-fuzz}
 jobs=${TANDEM_JOBS:-2}
 
+mkdir -p "$build"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANDEM_BUILD_FUZZERS=ON -DTANDEM_CUDA=OFF \
-  -DTANDEM_WERROR=ON >"$build.configure.log" 2>&1 || {
-  cat "$build.configure.log" >&2
+  -DTANDEM_WERROR=ON >"$build/configure.log" 2>&1 || {
+  cat "$build/configure.log" >&2
   exit 1
 }
 ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds
