@@ -1,6 +1,8 @@
 #include "runtime/testing/test_model.h"
 
+#include <algorithm>
 #include <cstring>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -19,27 +21,49 @@ constexpr double kNormStd = 0.1;
 
 absl::string_view sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// Fills a [row_len, n_rows] tensor of `type` with mean + stddev * N(0, 1),
-// one row at a time through a float buffer, so memory stays at one row.
+// Fills rows [r0, r1) of a [row_len, n_rows] tensor of `type` with
+// mean + stddev * N(0, 1), one row at a time through a float buffer.
+void fill_rows(DType type, int64_t row_len, int64_t r0, int64_t r1, uint64_t key, double mean,
+               double stddev, uint8_t* dst) {
+  const size_t rb = row_bytes(type, row_len);
+  std::vector<float> row(static_cast<size_t>(row_len));
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint64_t base = static_cast<uint64_t>(r) * static_cast<uint64_t>(row_len);
+    for (int64_t j = 0; j < row_len; ++j) {
+      row[static_cast<size_t>(j)] = normal(key, base + static_cast<uint64_t>(j), mean, stddev);
+    }
+    uint8_t* out = dst + static_cast<size_t>(r) * rb;
+    if (type == DType::kF32) {
+      std::memcpy(out, row.data(), rb);
+    } else {
+      const absl::Status s = kernels::quantize_row(type, row.data(), out, row_len);
+      TANDEM_CHECK(s.ok());  // the type and row length were validated up front
+    }
+  }
+}
+
+// The writer's fill callback for a random tensor. Large tensors are split
+// across threads by rows; every value depends only on its index, so the
+// bytes do not depend on the thread count.
 gguf::Writer::Fill random_fill(DType type, int64_t row_len, int64_t n_rows, uint64_t key,
                                double mean, double stddev) {
   return [=](std::span<uint8_t> dst) {
-    const size_t rb = row_bytes(type, row_len);
-    TANDEM_CHECK(dst.size() == rb * static_cast<size_t>(n_rows));
-    std::vector<float> row(static_cast<size_t>(row_len));
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const uint64_t base = static_cast<uint64_t>(r) * static_cast<uint64_t>(row_len);
-      for (int64_t j = 0; j < row_len; ++j) {
-        row[static_cast<size_t>(j)] = normal(key, base + static_cast<uint64_t>(j), mean, stddev);
-      }
-      uint8_t* out = dst.data() + static_cast<size_t>(r) * rb;
-      if (type == DType::kF32) {
-        std::memcpy(out, row.data(), rb);
-      } else {
-        const absl::Status s = kernels::quantize_row(type, row.data(), out, row_len);
-        TANDEM_CHECK(s.ok());  // the type and row length were validated up front
-      }
+    TANDEM_CHECK(dst.size() == row_bytes(type, row_len) * static_cast<size_t>(n_rows));
+    constexpr int64_t kMinElementsPerThread = int64_t{1} << 20;
+    const int64_t by_size = row_len * n_rows / kMinElementsPerThread;
+    const int64_t n_threads =
+        std::clamp<int64_t>(std::min<int64_t>(by_size, std::thread::hardware_concurrency()), 1, 16);
+    if (n_threads == 1) {
+      fill_rows(type, row_len, 0, n_rows, key, mean, stddev, dst.data());
+      return;
     }
+    std::vector<std::thread> workers;
+    for (int64_t t = 0; t < n_threads; ++t) {
+      const int64_t r0 = n_rows * t / n_threads;
+      const int64_t r1 = n_rows * (t + 1) / n_threads;
+      workers.emplace_back(fill_rows, type, row_len, r0, r1, key, mean, stddev, dst.data());
+    }
+    for (std::thread& w : workers) w.join();
   };
 }
 

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/kernels/cpu/convert.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace tandem::testing {
 namespace {
@@ -142,6 +143,11 @@ TEST_P(WriteTestModel, FileHasExpectedMetadataAndTensors) {
     EXPECT_EQ(*f->get_u32("tokenizer.ggml.eos_token_id"), 511u);
   }
   EXPECT_TRUE(*f->get_bool("tokenizer.ggml.add_bos_token"));
+  auto tok = tokenizer::Tokenizer::FromGguf(*f);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string text = "The teacher asked a good question.";
+  const auto ids = (*tok)->encode(text);
+  EXPECT_EQ((*tok)->decode(std::span<const int32_t>(ids).subspan(1)), text);
 
   struct Want {
     std::string name;
