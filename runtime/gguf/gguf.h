@@ -134,7 +134,7 @@ class File {
 
  private:
   class Parser;  // reader.cc: fills the fields below from a ByteSource
-  struct Fd;     // reader.cc: the open descriptor that read_tensor preads from
+  struct Fd;     // file_fd.h: the open descriptor that read_tensor preads from
 
   absl::Status value_error(std::string_view key, const Value& value,
                            std::string_view expected) const;
