@@ -17,9 +17,13 @@ namespace {
 constexpr int64_t kRows = 2048;
 constexpr int64_t kCols = 5632;
 
+// Copies of the matrix, together larger than any L3 cache, taken in turn so
+// that decode measures memory bandwidth rather than cache bandwidth.
+constexpr size_t kRotationBytes = size_t{192} << 20;
+
 struct Weights {
-  std::vector<uint8_t> data;
-  Matrix m;
+  std::vector<std::vector<uint8_t>> copies;
+  size_t bytes = 0;
 };
 
 const Weights& weights(DType type) {
@@ -32,12 +36,14 @@ const Weights& weights(DType type) {
   std::uniform_real_distribution<float> dist(-1, 1);
   std::vector<float> row(kCols);
   const size_t rb = row_bytes(type, kCols);
-  w->data.resize(rb * kRows);
+  w->bytes = rb * kRows;
+  std::vector<uint8_t> data(w->bytes);
   for (int64_t r = 0; r < kRows; ++r) {
     for (float& f : row) f = dist(rng);
-    (void)quantize_row(type, row.data(), w->data.data() + r * rb, kCols);
+    (void)quantize_row(type, row.data(), data.data() + r * rb, kCols);
   }
-  w->m = {type, w->data.data(), kRows, kCols};
+  const size_t n_copies = (kRotationBytes + w->bytes - 1) / w->bytes;
+  w->copies.assign(n_copies, data);
   cache.emplace_back(type, w);
   return *w;
 }
@@ -50,11 +56,14 @@ void BM_Matmul(benchmark::State& state, DType type, Isa isa) {
   std::vector<float> y(n_tokens * kRows);
   std::vector<uint8_t> scratch(matmul_scratch_bytes(type, kCols, n_tokens));
   ThreadPool pool(n_threads);
+  size_t next = 0;
   for (auto _ : state) {
-    matmul(w.m, x.data(), kCols, n_tokens, y.data(), kRows, scratch, pool, isa);
+    const Matrix m{type, w.copies[next].data(), kRows, kCols};
+    next = (next + 1) % w.copies.size();
+    matmul(m, x.data(), kCols, n_tokens, y.data(), kRows, scratch, pool, isa);
     benchmark::DoNotOptimize(y.data());
   }
-  const double bytes = static_cast<double>(w.data.size());
+  const double bytes = static_cast<double>(w.bytes);
   state.counters["GB/s"] =
       benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(n_tokens) * state.iterations(),
