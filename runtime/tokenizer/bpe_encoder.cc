@@ -71,7 +71,7 @@ bool is_well_formed(std::string_view text) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpeEncoder>> BpeEncoder::Create(
-    const Vocab& vocab, const std::vector<std::string>& merges,
+    const Vocab& vocab, const std::vector<std::string_view>& merges,
     const std::vector<std::string>& regexes, bool ignore_merges) {
   std::unique_ptr<BpeEncoder> encoder(new BpeEncoder(vocab, ignore_merges));
   auto splitter = RegexSplitter::Create(regexes);

@@ -21,10 +21,9 @@ class BpeEncoder {
  public:
   // `merges` are "left right" strings; the index is the rank. `vocab` must
   // outlive the encoder.
-  static absl::StatusOr<std::unique_ptr<BpeEncoder>> Create(const Vocab& vocab,
-                                                            const std::vector<std::string>& merges,
-                                                            const std::vector<std::string>& regexes,
-                                                            bool ignore_merges);
+  static absl::StatusOr<std::unique_ptr<BpeEncoder>> Create(
+      const Vocab& vocab, const std::vector<std::string_view>& merges,
+      const std::vector<std::string>& regexes, bool ignore_merges);
 
   // Appends the tokens of `text` (raw bytes; invalid UTF-8 is handled as
   // llama.cpp does, as U+FFFD) to `out`.

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -122,6 +123,30 @@ absl::Status get_optional_id(const gguf::File& file, std::string_view key, int32
   return absl::OkStatus();
 }
 
+// Views of a string array's elements, without copying them (the merges
+// run to hundreds of thousands of strings). `file` must outlive the views.
+absl::StatusOr<std::vector<std::string_view>> string_array_views(const gguf::File& file,
+                                                                 const char* key) {
+  const gguf::Value* value = file.find(key);
+  if (value == nullptr || value->type != gguf::ValueType::kArray ||
+      value->elem_type != gguf::ValueType::kString) {
+    // Let the typed getter word the error (missing key or wrong type).
+    TANDEM_RETURN_IF_ERROR(file.get_string_array(key).status());
+    return absl::InvalidArgumentError(absl::StrCat(key, " is not an array of strings"));
+  }
+  const auto& array = std::get<gguf::Value::Array>(value->data);
+  std::vector<std::string_view> views;
+  views.reserve(array.size());
+  for (const gguf::Value& element : array) {
+    const auto* text = std::get_if<std::string>(&element.data);
+    if (text == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(key, " has a non-string element"));
+    }
+    views.emplace_back(*text);
+  }
+  return views;
+}
+
 absl::StatusOr<std::vector<float>> load_scores(const gguf::File& file, size_t n_tokens) {
   std::vector<float> scores(n_tokens, 0.0f);
   const gguf::Value* value = file.find(kKeyScores);
@@ -215,8 +240,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   }
 
   if (t->kind_ == Kind::kBpe) {
-    TANDEM_ASSIGN_OR_RETURN(const std::vector<std::string> merges,
-                            file.get_string_array(kKeyMerges));
+    TANDEM_ASSIGN_OR_RETURN(const std::vector<std::string_view> merges,
+                            string_array_views(file, kKeyMerges));
     TANDEM_ASSIGN_OR_RETURN(t->bpe_, BpeEncoder::Create(*t->vocab_, merges, pre_spec->regexes,
                                                         pre_spec->ignore_merges));
   }

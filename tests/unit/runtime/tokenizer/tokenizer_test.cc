@@ -3,6 +3,8 @@
 #include "runtime/tokenizer/tokenizer.h"
 
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -60,11 +62,14 @@ TEST(TokenizerTest, Llama3LoadsWellUnderASecond) {
   auto file = gguf::File::Open(testing::data_path("vocab-llama3.gguf"));
   ASSERT_TRUE(file.ok()) << file.status();
   const auto start = std::chrono::steady_clock::now();
+  const std::clock_t cpu_start = std::clock();
   auto tokenizer = Tokenizer::FromGguf(*file);
+  const double cpu_ms = 1000.0 * static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
   const double from_gguf_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  std::printf("llama3 FromGguf alone: %.1f ms\n", from_gguf_ms);
+  // CPU time is the steadier number on a shared machine.
+  std::printf("llama3 FromGguf alone: %.1f ms wall, %.1f ms CPU\n", from_gguf_ms, cpu_ms);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   EXPECT_LT(from_gguf_ms, 1000.0);
 #endif
