@@ -224,6 +224,19 @@ TEST(WriteTestModelDeterminism, SameSeedSameBytesOtherSeedOtherBytes) {
   EXPECT_NE(bytes_a, bytes_c);
 }
 
+TEST(WriteTestModelDeterminism, PinnedValues) {
+  // The same numbers as random_test's PinnedWeights, read back from the file.
+  TempFile tmp("pinned");
+  ASSERT_TRUE(write_test_model(tmp.path, {}).ok());
+  auto f = gguf::File::Open(tmp.path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  const auto embd = read_f32(*f, *f->find_tensor("token_embd.weight"));
+  EXPECT_EQ(embd[0], 0.0020123037975281477f);
+  EXPECT_EQ(embd[3], 0.00881248526275158f);
+  const auto norm = read_f32(*f, *f->find_tensor("blk.0.attn_norm.weight"));
+  EXPECT_EQ(norm[1], 0.9143462777137756f);
+}
+
 TEST(WriteTestModelDeterminism, QuantizedMatchesF32OfSameSeed) {
   TempFile f32("q-f32"), q8("q-q8");
   TestModelSpec spec;
