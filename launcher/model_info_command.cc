@@ -51,7 +51,7 @@ int run_model_info(const std::string& path) {
   if (tok.ok()) {
     std::printf("tokenizer: %s%s, %d tokens, bos %d, eos %d, add_bos %s\n",
                 std::string((*tok)->model()).c_str(),
-                (*tok)->pre().empty() ? "" : absl::StrCat(" (", (*tok)->pre(), ")").c_str(),
+                (*tok)->pre().empty() ? "" : absl::StrCat(" (", std::string((*tok)->pre()), ")").c_str(),
                 (*tok)->n_vocab(), (*tok)->bos_id(), (*tok)->eos_id(),
                 (*tok)->add_bos() ? "true" : "false");
   } else {

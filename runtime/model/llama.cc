@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "runtime/kernels/cpu/convert.h"
 #include "runtime/model/layer_ops.h"
 #include "runtime/model/llama_workspace.h"
 

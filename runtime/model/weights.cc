@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "runtime/kernels/cpu/convert.h"
 
 namespace tandem::model {
 
@@ -24,6 +25,8 @@ struct WeightStore::Buffer {
   uint8_t* data;
   size_t size;
 };
+
+WeightStore::WeightStore(const gguf::File& file) : file_(file) {}
 
 absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Create(const gguf::File& file,
                                                                  const LoadOptions& options) {
@@ -52,9 +55,10 @@ absl::Status WeightStore::map_file() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_view name,
+absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_view name_view,
                                                                  int64_t n_cols, int64_t n_rows,
                                                                  Kind kind) {
+  const std::string name(name_view);  // this abseil's StrCat takes no std::string_view
   const gguf::TensorInfo* info = file_.find_tensor(name);
   if (info == nullptr) return std::optional<Weight>();
   const std::vector<int64_t> want =
@@ -74,7 +78,7 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
                                                  ", which this build does not support"));
   }
   Weight w;
-  w.name = std::string(name);
+  w.name = name;
   w.type = info->type;
   w.n_cols = n_cols;
   w.n_rows = kind == Kind::kF32Vector ? 1 : n_rows;
@@ -97,8 +101,9 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
   return std::optional<Weight>(std::move(w));
 }
 
-absl::StatusOr<Weight> WeightStore::load(std::string_view name, int64_t n_cols, int64_t n_rows,
-                                         Kind kind) {
+absl::StatusOr<Weight> WeightStore::load(std::string_view name_view, int64_t n_cols,
+                                         int64_t n_rows, Kind kind) {
+  const std::string name(name_view);
   TANDEM_ASSIGN_OR_RETURN(std::optional<Weight> w, load_optional(name, n_cols, n_rows, kind));
   if (!w) {
     return absl::NotFoundError(absl::StrCat(file_.path(), ": missing tensor '", name, "'"));

@@ -60,7 +60,7 @@ class WeightStore {
   const LoadStats& stats() const { return stats_; }
 
  private:
-  explicit WeightStore(const gguf::File& file) : file_(file) {}
+  explicit WeightStore(const gguf::File& file);
   absl::Status map_file();
 
   const gguf::File& file_;
