@@ -88,6 +88,9 @@ absl::StatusOr<std::unique_ptr<RegexSplitter>> RegexSplitter::Create(
 }
 
 void RegexSplitter::split(std::string_view text, std::vector<Piece>& pieces) const {
+  // The caller guarantees valid UTF-8; without this flag PCRE2 re-validates
+  // the whole subject on every call, which makes splitting quadratic.
+  constexpr uint32_t kMatchOptions = PCRE2_NO_UTF_CHECK;
   pieces.clear();
   if (text.empty()) return;
   pieces.push_back({0, text.size()});
@@ -103,9 +106,10 @@ void RegexSplitter::split(std::string_view text, std::vector<Piece>& pieces) con
       while (pos < length) {
         // The subject is the piece alone, so lookarounds cannot see past it,
         // as with llama.cpp's per-piece std::regex iteration.
-        int rc = pcre2_match(compiled->code, subject, length, pos, 0, match, nullptr);
+        int rc = pcre2_match(compiled->code, subject, length, pos, kMatchOptions, match, nullptr);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT && compiled->jit) {
-          rc = pcre2_match(compiled->code, subject, length, pos, PCRE2_NO_JIT, match, nullptr);
+          rc = pcre2_match(compiled->code, subject, length, pos, kMatchOptions | PCRE2_NO_JIT,
+                           match, nullptr);
         }
         if (rc < 0) break;  // no match (or a resource limit): the rest is one piece
         const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);

@@ -281,5 +281,31 @@ TEST(TokenizerTest, LongInputs) {
   }
 }
 
+// Encoding is near-linear in the input: a 1 MB prompt must not take minutes
+// (PCRE2 re-validating UTF-8 on every match once made this quadratic).
+TEST(TokenizerTest, LargeInputEncodesInLinearTime) {
+  const Tokenizer* l3 = llama3();
+  const Tokenizer* l2 = llama2();
+  ASSERT_NE(l3, nullptr);
+  ASSERT_NE(l2, nullptr);
+  std::mt19937 rng(7);
+  std::string text;
+  while (text.size() < (1u << 20)) text += random_text(rng) + " The quick brown fox. ";
+  const auto cpu_seconds = [](const Tokenizer& t, std::string_view input, size_t* n_tokens) {
+    const std::clock_t start = std::clock();
+    *n_tokens = t.encode(input, {.add_bos = false}).size();
+    return static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC;
+  };
+  size_t n3 = 0, n2 = 0;
+  const double s3 = cpu_seconds(*l3, text, &n3);
+  const double s2 = cpu_seconds(*l2, std::string_view(text).substr(0, 1u << 18), &n2);
+  std::printf("encode: llama3 %.2f MB/s CPU, llama2 %.2f MB/s CPU\n", text.size() / 1e6 / s3,
+              (1u << 18) / 1e6 / s2);
+  EXPECT_GT(n3, text.size() / 8);
+  EXPECT_GT(n2, (1u << 18) / 8);
+  EXPECT_LT(s3, 20.0);
+  EXPECT_LT(s2, 20.0);
+}
+
 }  // namespace
 }  // namespace tandem::tokenizer
