@@ -57,20 +57,28 @@ TEST(Fp16, TiesRoundToEven) {
   }
 }
 
-#if defined(__FLT16_MAX__)
-// The compiler's own _Float16 conversions (libgcc or hardware) as a second opinion.
+#if defined(__aarch64__)
+#define TANDEM_HAVE_HALF 1
+using Half = __fp16;  // hardware conversions
+#elif defined(__x86_64__) && defined(__FLT16_MAX__)
+#define TANDEM_HAVE_HALF 1
+using Half = _Float16;  // libgcc's conversions
+#endif
+
+#if defined(TANDEM_HAVE_HALF)
+// The compiler's own half-precision conversions as a second opinion.
 TEST(Fp16, MatchesCompilerFloat16) {
   std::mt19937 rng(7);
   for (int i = 0; i < 2000000; ++i) {
     const float f = std::bit_cast<float>(static_cast<uint32_t>(rng()));
     if (std::isnan(f)) continue;
-    const auto expect = std::bit_cast<uint16_t>(static_cast<_Float16>(f));
+    const auto expect = std::bit_cast<uint16_t>(static_cast<Half>(f));
     ASSERT_EQ(f32_to_fp16(f), expect) << f;
   }
   for (uint32_t i = 0; i < 65536; ++i) {
     const auto h = static_cast<uint16_t>(i);
     if (is_fp16_nan(h)) continue;
-    ASSERT_EQ(fp16_to_f32(h), static_cast<float>(std::bit_cast<_Float16>(h))) << i;
+    ASSERT_EQ(fp16_to_f32(h), static_cast<float>(std::bit_cast<Half>(h))) << i;
   }
 }
 #endif
