@@ -101,7 +101,7 @@ struct VnniKernel {
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       if constexpr (kPrefetch > 0) {
-        _mm_prefetch(reinterpret_cast<const char*>(w[i] + b) + kPrefetch, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w[i] + b) + 2 * kPrefetch, _MM_HINT_T0);
       }
       uw[i] = load_unsigned<kPair>(w[i] + b);
       dw[i] = load_scales<kPair>(w[i] + b);
@@ -145,17 +145,20 @@ struct VnniKernel {
 };
 
 struct LoadF32 {
+  static constexpr int kBytes = 4;
   static __m512 load(const uint8_t* row, int64_t c) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + c);
   }
 };
 struct LoadF16 {
+  static constexpr int kBytes = 2;
   static __m512 load(const uint8_t* row, int64_t c) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(row) + c)));
   }
 };
 struct LoadBF16 {
+  static constexpr int kBytes = 2;
   static __m512 load(const uint8_t* row, int64_t c) {
     const __m256i h = _mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(row) + c));
@@ -185,6 +188,13 @@ struct FloatKernel {
     }
     // n_cols is a multiple of 32, so whole steps of 16 * U always fit.
     for (int64_t c = 0; c < a.n_cols; c += 16 * U) {
+      if constexpr (T == 1 && kPrefetch > 0) {
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          _mm_prefetch(reinterpret_cast<const char*>(w[i]) + c * WLoad::kBytes + 2 * kPrefetch,
+                       _MM_HINT_T0);
+        }
+      }
 #pragma GCC unroll 4
       for (int u = 0; u < U; ++u) {
         __m512 xv[T];
