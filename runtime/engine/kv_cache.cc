@@ -38,12 +38,13 @@ absl::StatusOr<KvCache> KvCache::Create(const KvCacheConfig& config) {
   }
   KvCacheConfig c = with_defaults(config);
   if (c.n_blocks > INT32_MAX) return absl::InvalidArgumentError("KV cache: too many blocks");
-  return KvCache(c);
+  TANDEM_ASSIGN_OR_RETURN(HostBuffer storage, HostBuffer::Allocate(bytes_for(c)));
+  return KvCache(c, std::move(storage));
 }
 
-KvCache::KvCache(const KvCacheConfig& config)
+KvCache::KvCache(const KvCacheConfig& config, HostBuffer storage)
     : config_(config),
-      storage_(bytes_for(config) / sizeof(float), 0.0f),
+      storage_(std::move(storage)),
       blocks_(config.max_sequences),
       open_(config.max_sequences, 0) {
   for (auto& table : blocks_) table.reserve(blocks_per_sequence(config_));

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/tensor/host_buffer.h"
 
 namespace tandem::engine {
 
@@ -29,7 +30,7 @@ class KvCache {
   static size_t bytes_for(const KvCacheConfig& config);
 
   const KvCacheConfig& config() const { return config_; }
-  size_t bytes() const { return storage_.size() * sizeof(float); }
+  size_t bytes() const { return storage_.size(); }
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
 
   // A sequence slot is an id in [0, max_sequences).
@@ -57,16 +58,16 @@ class KvCache {
   }
 
  private:
-  explicit KvCache(const KvCacheConfig& config);
+  KvCache(const KvCacheConfig& config, HostBuffer storage);
   int64_t block_stride_head() const { return config_.block_size * config_.head_dim; }
   int64_t block_stride_kv() const { return config_.n_kv_heads * block_stride_head(); }
   const float* block_base(int64_t il, int32_t block, int kv) const {
-    return storage_.data() + ((il * config_.n_blocks + block) * 2 + kv) * block_stride_kv();
+    return storage_.as<float>() + ((il * config_.n_blocks + block) * 2 + kv) * block_stride_kv();
   }
   float* slot(int64_t il, int32_t seq, int64_t pos, int64_t h, int kv);
 
   KvCacheConfig config_;
-  std::vector<float> storage_;  // [n_layers][n_blocks][2][n_kv_heads][block_size][head_dim]
+  HostBuffer storage_;  // floats [n_layers][n_blocks][2][n_kv_heads][block_size][head_dim]
   std::vector<std::vector<int32_t>> blocks_;  // per sequence, capacity reserved up front
   std::vector<uint8_t> open_;
   std::vector<int32_t> free_;

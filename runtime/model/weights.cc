@@ -13,17 +13,12 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "runtime/kernels/cpu/convert.h"
+#include "runtime/tensor/host_buffer.h"
 
 namespace tandem::model {
 
 struct WeightStore::Buffer {
-  explicit Buffer(size_t n) : size(n) {
-    // 64-byte alignment keeps vector loads on cache-line boundaries.
-    data = static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64));
-  }
-  ~Buffer() { std::free(data); }
-  uint8_t* data;
-  size_t size;
+  HostBuffer memory;
 };
 
 WeightStore::WeightStore(const gguf::File& file) : file_(file) {}
@@ -86,13 +81,15 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
   if (mapping_ != nullptr) {
     w.data = mapping_ + info->file_offset;
   } else {
-    auto buffer = std::make_unique<Buffer>(info->n_bytes);
-    if (buffer->data == nullptr) {
+    auto buffer = std::make_unique<Buffer>();
+    auto memory = HostBuffer::Allocate(info->n_bytes);
+    if (!memory.ok()) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("out of memory loading '", name, "' (", info->n_bytes, " bytes)"));
+          absl::StrCat("loading '", name, "': ", memory.status().message()));
     }
-    TANDEM_RETURN_IF_ERROR(file_.read_tensor(*info, buffer->data));
-    w.data = buffer->data;
+    buffer->memory = std::move(*memory);
+    TANDEM_RETURN_IF_ERROR(file_.read_tensor(*info, buffer->memory.data()));
+    w.data = buffer->memory.data();
     buffers_.push_back(std::move(buffer));
   }
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
