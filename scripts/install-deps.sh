@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config git ca-certificates
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  libopenmpi-dev openmpi-bin libucx-dev ucx-utils
+  libopenmpi-dev openmpi-bin libucx-dev ucx-utils libssl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   iproute2 clang libclang-rt-14-dev
 )
