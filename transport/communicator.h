@@ -44,10 +44,22 @@ class Request {
 
 // User tags must stay below kMaxUserTag; tags above are used by collectives.
 inline constexpr uint32_t kMaxUserTag = 1u << 24;
+// Tag layout of the default implementation: bits 0..23 a user tag, bit 24 set
+// for collectives (the low bits then count collectives), bits 25..31 the
+// sub-communicator (0 for a root communicator, group_id + 1 for a split), so a
+// backend's p2p must accept every 32-bit tag. group_id stays below this.
+inline constexpr uint32_t kMaxGroupId = 127;
+
+// State of the default collectives (sequence number, scratch buffers, request
+// lists), private to transport/collectives.
+struct CollectiveState;
 
 class Communicator {
  public:
-  virtual ~Communicator() = default;
+  Communicator();
+  virtual ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
@@ -56,8 +68,8 @@ class Communicator {
   // Point to point. Messages between one pair of ranks with one tag arrive in
   // order. A receive must name the exact size that was sent; a mismatch is
   // INVALID_ARGUMENT on the receiver.
-  virtual absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes,
-                                                         int peer, uint32_t tag) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
+                                                         uint32_t tag) = 0;
   virtual absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
                                                          uint32_t tag) = 0;
   absl::Status send(const void* data, size_t bytes, int peer, uint32_t tag, Deadline deadline);
@@ -84,6 +96,14 @@ class Communicator {
 
   // Fails every outstanding and future operation with ABORTED, promptly.
   virtual void abort(const absl::Status& reason) = 0;
+
+  // Threading: p2p calls may come from several threads at once; the
+  // collectives of one communicator are called from one thread at a time (and
+  // in the same order on every rank). Different communicators (a TP group and
+  // a PP pair split from one world) may run their collectives concurrently.
+
+ private:
+  std::unique_ptr<CollectiveState> collective_state_;
 };
 
 }  // namespace tandem::transport

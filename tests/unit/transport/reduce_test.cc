@@ -1,0 +1,117 @@
+// The transport's own f16/bf16 conversions and reduce_sum, against plain
+// references (exhaustive over the 65536 half values).
+#include "transport/collectives/reduce.h"
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace tandem::transport {
+namespace {
+
+// Reference f16 decoding from the definition.
+double f16_reference(uint16_t h) {
+  const int sign = (h & 0x8000) ? -1 : 1;
+  const int exp = (h >> 10) & 0x1f;
+  const int mant = h & 0x3ff;
+  if (exp == 0x1f) return mant ? std::numeric_limits<double>::quiet_NaN() : sign * INFINITY;
+  if (exp == 0) return sign * std::ldexp(mant, -24);
+  return sign * std::ldexp(1024 + mant, exp - 25);
+}
+
+TEST(HalfTest, F16DecodesEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const double want = f16_reference(static_cast<uint16_t>(h));
+    const float got = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(got)) << h;
+    } else {
+      EXPECT_EQ(static_cast<double>(got), want) << h;
+    }
+  }
+}
+
+TEST(HalfTest, F16RoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(f))));
+      continue;
+    }
+    EXPECT_EQ(f32_to_f16(f), h) << h;
+  }
+}
+
+// Nearest-even rounding, checked at the midpoints between neighbouring halves
+// (exact in f32) and just off them.
+TEST(HalfTest, F16RoundsToNearestEven) {
+  for (uint32_t h = 0; h < 0x7bff; ++h) {
+    const float lo = f16_to_f32(static_cast<uint16_t>(h));
+    const float hi = f16_to_f32(static_cast<uint16_t>(h + 1));
+    const float mid = static_cast<float>((static_cast<double>(lo) + hi) / 2);
+    const uint16_t even = (h % 2 == 0) ? h : h + 1;
+    EXPECT_EQ(f32_to_f16(mid), even) << h;
+    EXPECT_EQ(f32_to_f16(-mid), even | 0x8000) << h;
+    EXPECT_EQ(f32_to_f16(std::nextafter(mid, 0.0f)), h) << h;
+    EXPECT_EQ(f32_to_f16(std::nextafter(mid, INFINITY)), h + 1) << h;
+  }
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // rounds to infinity
+  EXPECT_EQ(f32_to_f16(1e10f), 0x7c00);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0);  // tie with zero: even
+  EXPECT_EQ(f32_to_f16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 1);
+}
+
+TEST(HalfTest, Bf16RoundsToNearestEven) {
+  for (uint32_t h = 0; h < 0x7f7f; h += 7) {
+    const float lo = bf16_to_f32(static_cast<uint16_t>(h));
+    EXPECT_EQ(f32_to_bf16(lo), h);
+    const float mid = std::bit_cast<float>((h << 16) | 0x8000u);
+    EXPECT_EQ(f32_to_bf16(mid), (h % 2 == 0) ? h : h + 1) << h;
+    EXPECT_EQ(f32_to_bf16(std::bit_cast<float>((h << 16) | 0x8001u)), h + 1) << h;
+  }
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(ReduceSumTest, AddsInF32AndRoundsOnce) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+  const size_t n = 1001;
+  std::vector<uint16_t> a(n), b(n), c(n), d(n);
+  std::vector<float> fa(n), fb(n);
+  std::vector<int32_t> ia(n), ib(n);
+  for (size_t i = 0; i < n; ++i) {
+    a[i] = f32_to_f16(dist(rng));
+    b[i] = f32_to_f16(dist(rng));
+    c[i] = f32_to_bf16(dist(rng));
+    d[i] = f32_to_bf16(dist(rng));
+    fa[i] = dist(rng);
+    fb[i] = dist(rng);
+    ia[i] = static_cast<int32_t>(rng());
+    ib[i] = static_cast<int32_t>(rng());
+  }
+  auto a0 = a, c0 = c;
+  auto fa0 = fa;
+  auto ia0 = ia;
+  reduce_sum(a.data(), b.data(), n, DataType::kF16);
+  reduce_sum(c.data(), d.data(), n, DataType::kBF16);
+  reduce_sum(fa.data(), fb.data(), n, DataType::kF32);
+  reduce_sum(ia.data(), ib.data(), n, DataType::kI32);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(a[i], f32_to_f16(f16_to_f32(a0[i]) + f16_to_f32(b[i])));
+    EXPECT_EQ(c[i], f32_to_bf16(bf16_to_f32(c0[i]) + bf16_to_f32(d[i])));
+    EXPECT_EQ(fa[i], fa0[i] + fb[i]);
+    EXPECT_EQ(static_cast<uint32_t>(ia[i]),
+              static_cast<uint32_t>(ia0[i]) + static_cast<uint32_t>(ib[i]));
+  }
+  EXPECT_FALSE(reducible(DataType::kU8));
+}
+
+}  // namespace
+}  // namespace tandem::transport
