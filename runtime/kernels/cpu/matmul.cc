@@ -158,6 +158,20 @@ Isa compute_best_isa() {
 // the workers would cost more than it saves.
 constexpr int64_t kParallelConvertMin = 1 << 16;
 
+// Fills the BlockSum array of a converted Q8_0 activation row for packed
+// weights whose unsigned form carries `offset`.
+void write_block_sums(uint8_t* row, int64_t n_cols, int32_t offset) {
+  const auto* blocks = reinterpret_cast<const BlockQ8_0*>(row);
+  auto* sums =
+      reinterpret_cast<internal::BlockSum*>(row + internal::activation_sums_offset(n_cols));
+  for (int64_t b = 0; b < n_cols / kQK8_0; ++b) {
+    int32_t s = 0;
+    for (int j = 0; j < kQK8_0; ++j) s += blocks[b].qs[j];
+    sums[b].d = fp16_to_f32(blocks[b].d);
+    sums[b].bias = -offset * s;
+  }
+}
+
 }  // namespace
 
 std::string_view isa_name(Isa isa) {
@@ -196,6 +210,11 @@ DType activation_type(DType weight_type) {
   }
 }
 
+size_t internal::activation_sums_offset(int64_t n_cols) {
+  const size_t blocks = row_bytes(DType::kQ8_0, n_cols);
+  return (blocks + 63) / 64 * 64;
+}
+
 size_t internal::activation_row_bytes(DType weight_type, int64_t n_cols) {
   switch (weight_type) {
     case DType::kF32:
@@ -205,7 +224,8 @@ size_t internal::activation_row_bytes(DType weight_type, int64_t n_cols) {
       return static_cast<size_t>(n_cols) * sizeof(uint16_t);
     case DType::kQ8_0:
     case DType::kQ4_0:
-      return row_bytes(DType::kQ8_0, n_cols);
+      return activation_sums_offset(n_cols) +
+             static_cast<size_t>(n_cols / kQK8_0) * sizeof(internal::BlockSum);
     default:
       TANDEM_CHECK(kernels_support(weight_type));
       return 0;
@@ -216,6 +236,12 @@ internal::ConvertRow internal::activation_converter(Isa isa, DType weight_type) 
   if (weight_type == DType::kF32) return nullptr;
   const TypeKernels& k = select(table_for(isa), weight_type);
   return k.rows != nullptr && k.convert != nullptr ? k.convert : portable_convert(weight_type);
+}
+
+bool pack_preferred(DType type, Isa isa) {
+  // The portable packed kernel exists for correctness on any ISA, not speed.
+  if (!pack_supported(type) || !isa_available(isa) || isa == Isa::kPortable) return false;
+  return select(table_for(isa), type).packed_rows != nullptr;
 }
 
 size_t matmul_scratch_bytes(DType weight_type, int64_t n_cols, int64_t n_tokens) {
@@ -233,14 +259,24 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
   const KernelTable& table = table_for(isa);
   TypeKernels k = select(table, w.type);
   if (k.rows == nullptr) k = select(internal::portable_kernels(), w.type);
+  const bool packed = w.layout == Layout::kPacked;
+  internal::RowsKernel rows = k.rows;
+  int64_t grain = k.row_grain;
+  if (packed) {
+    TANDEM_CHECK(pack_supported(w.type));
+    rows = k.packed_rows ? k.packed_rows : select(internal::portable_kernels(), w.type).packed_rows;
+    grain = kPackRows;
+  }
 
   MatmulArgs args;
   args.w = static_cast<const uint8_t*>(w.data);
-  args.w_stride = row_bytes(w.type, w.n_cols);
+  args.w_stride =
+      packed ? internal::packed_group_bytes(w.type, w.n_cols) : row_bytes(w.type, w.n_cols);
   args.n_cols = w.n_cols;
   args.n_tokens = n_tokens;
   args.y = y;
   args.ldy = ldy;
+  args.x_sums_offset = internal::activation_sums_offset(w.n_cols);
   if (w.type == DType::kF32) {
     args.x = reinterpret_cast<const uint8_t*>(x);
     args.x_stride = static_cast<size_t>(ldx) * sizeof(float);
@@ -248,9 +284,13 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
     const size_t stride = internal::activation_row_bytes(w.type, w.n_cols);
     TANDEM_CHECK(scratch.size() >= stride * static_cast<size_t>(n_tokens));
     const internal::ConvertRow convert = k.convert ? k.convert : portable_convert(w.type);
+    const int32_t offset = w.type == DType::kQ8_0 ? 128 : 8;
     uint8_t* dst = scratch.data();
     auto convert_rows = [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) convert(x + t * ldx, dst + t * stride, w.n_cols);
+      for (int64_t t = t0; t < t1; ++t) {
+        convert(x + t * ldx, dst + t * stride, w.n_cols);
+        if (packed) write_block_sums(dst + t * stride, w.n_cols, offset);
+      }
     };
     if (n_tokens * w.n_cols >= kParallelConvertMin) {
       pool.parallel_for(n_tokens, 1, convert_rows);
@@ -260,7 +300,7 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
     args.x = dst;
     args.x_stride = stride;
   }
-  pool.parallel_for(w.n_rows, k.row_grain, [&](int64_t r0, int64_t r1) { k.rows(args, r0, r1); });
+  pool.parallel_for(w.n_rows, grain, [&](int64_t r0, int64_t r1) { rows(args, r0, r1); });
 }
 
 }  // namespace tandem::kernels

@@ -30,14 +30,46 @@ Isa best_isa();
 // Every Isa this build and CPU can run, portable first.
 std::vector<Isa> available_isas();
 
-// Row-major [n_rows][n_cols]; each row is row_bytes(type, n_cols) bytes and
-// rows are contiguous.
+// How a matrix's bytes are arranged.
+enum class Layout {
+  // [n_rows][n_cols] as in GGUF: each row is row_bytes(type, n_cols) bytes and
+  // rows are contiguous.
+  kRowMajor,
+  // Q8_0 and Q4_0 only, made by pack(): groups of kPackRows rows, each group
+  // one contiguous stream in which a block column of all its rows sits
+  // together, so one-token products read a single sequential stream and
+  // reuse every activation block for 16 rows. The format is internal to the
+  // kernels (matmul_kernels.h describes it); only matmul reads it.
+  kPacked,
+};
+
+inline constexpr int64_t kPackRows = 16;
+
 struct Matrix {
   DType type;
   const void* data;
   int64_t n_rows;
   int64_t n_cols;
+  Layout layout = Layout::kRowMajor;
 };
+
+// Whether pack() handles this type (Q8_0 and Q4_0).
+bool pack_supported(DType type);
+
+// Whether matmul on `isa` is faster with packed matrices of this type: true
+// where that ISA has a packed kernel (AVX2 and AVX-512), so a loader can
+// leave weights as they are elsewhere. Implies pack_supported.
+bool pack_preferred(DType type, Isa isa = best_isa());
+
+// Bytes of the packed form of a row-major [n_rows][n_cols] matrix: the
+// row-major size with n_rows rounded up to a multiple of kPackRows.
+size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols);
+
+// Writes the packed form of the row-major `in` (pack_supported(in.type),
+// n_cols a multiple of 32) to `out`, packed_bytes() long. `out` may be
+// in.data itself (in-place packing of a buffer of packed_bytes()); otherwise
+// the two must not overlap. Returns the packed Matrix over `out`.
+Matrix pack(const Matrix& in, void* out);
 
 // The type the activations are converted to before the products, as
 // llama.cpp's vec_dot_type: F32->F32, F16->F16, BF16->BF16, Q8_0->Q8_0,

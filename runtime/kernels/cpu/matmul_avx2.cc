@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <utility>
 
 #include "runtime/kernels/cpu/matmul_kernels.h"
@@ -154,6 +155,115 @@ struct FloatKernel {
   }
 };
 
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline __m256i broadcast_x(const int8_t* xq, int k) {
+  return _mm256_set1_epi32(load_i32(xq + 4 * k));
+}
+
+// Sums of one packed block column (8 slabs) for 8 rows (one 32-byte half of
+// each 64-byte slab) with one token's activation block, as int32 per row.
+// Q8_0: the sign trick per slab, widened to int32 at once (two maddubs
+// results could overflow int16). Q4_0: unsigned nibbles times x; the eight
+// maddubs results add up in int16 without overflow (8 * 2 * 15 * 127 < 2^15),
+// and the BlockSum bias removes the offset of 8.
+struct PackedQ8Half {
+  static constexpr size_t kQuantBytes = 16 * 32;
+  __m256i w[8];
+  inline void load(const uint8_t* q) {
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k)
+      w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
+  }
+  inline __m256i dot(const int8_t* xq, int32_t) const {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m256i p =
+          _mm256_maddubs_epi16(_mm256_abs_epi8(w[k]), _mm256_sign_epi8(broadcast_x(xq, k), w[k]));
+      s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+    }
+    return s;
+  }
+};
+struct PackedQ4Half {
+  static constexpr size_t kQuantBytes = 16 * 16;
+  __m256i w[8];
+  inline void load(const uint8_t* q) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
+      w[k] = _mm256_and_si256(v, mask);
+      w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    }
+  }
+  inline __m256i dot(const int8_t* xq, int32_t bias) const {
+    __m256i p = _mm256_maddubs_epi16(w[0], broadcast_x(xq, 0));
+#pragma GCC unroll 8
+    for (int k = 1; k < 8; ++k)
+      p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[k], broadcast_x(xq, k)));
+    return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_set1_epi32(bias));
+  }
+};
+
+// Packed Q8_0/Q4_0 (format in matmul_kernels.h): the group's 16 rows as two
+// halves of 8 lanes, each 4-byte activation broadcast feeding 8 rows.
+template <class Half>
+struct PackedKernel {
+  template <int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
+    const int64_t nb = a.n_cols / 32;
+    const uint8_t* group = a.w + (r / 16) * a.w_stride;
+    const auto* scales = reinterpret_cast<const uint16_t*>(group);
+    const uint8_t* quants = group + nb * 16 * sizeof(uint16_t);
+    const BlockQ8_0* x[T];
+    const BlockSum* xs[T];
+    for (int j = 0; j < T; ++j) {
+      const uint8_t* row = a.x + (t + j) * a.x_stride;
+      x[j] = reinterpret_cast<const BlockQ8_0*>(row);
+      xs[j] = reinterpret_cast<const BlockSum*>(row + a.x_sums_offset);
+    }
+    __m256 acc[2][T];
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        Half w;
+        w.load(quants + b * Half::kQuantBytes + 32 * h);
+        const __m256 dw = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 16 + 8 * h)));
+#pragma GCC unroll 16
+        for (int j = 0; j < T; ++j) {
+          const __m256i s = w.dot(x[j][b].qs, xs[j][b].bias);
+          const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[j][b].d));
+          acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[h][j]);
+        }
+      }
+    }
+    // Stores only the first n_valid rows: the padding rows of the last group
+    // have no place in y.
+    for (int j = 0; j < T; ++j) {
+      float* y = a.y + (t + j) * a.ldy + r;
+      if (n_valid == 16) {
+        _mm256_storeu_ps(y, acc[0][j]);
+        _mm256_storeu_ps(y + 8, acc[1][j]);
+      } else {
+        alignas(32) float tmp[16];
+        _mm256_store_ps(tmp, acc[0][j]);
+        _mm256_store_ps(tmp + 8, acc[1][j]);
+        std::memcpy(y, tmp, sizeof(float) * n_valid);
+      }
+    }
+  }
+};
+
 // ggml's AVX2 quantize_row_q8_0: the same arithmetic as the portable
 // quantize_row_q8_0_act, so the two agree bit for bit.
 void convert_q8_0_avx2(const float* x, void* dst, int64_t n) {
@@ -203,8 +313,10 @@ const KernelTable& avx2_kernels() {
     t.f32 = {rows_kernel<FloatKernel<LoadF32, LoadF32>, 4, 3, 4>, nullptr, 4};
     t.f16 = {rows_kernel<FloatKernel<LoadF16, LoadF32>, 4, 3, 4>, convert_f16_avx2, 4};
     t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 3, 4>, nullptr, 4};
-    t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4};
-    t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4};
+    t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
+              packed_rows_kernel<PackedKernel<PackedQ8Half>, 4>};
+    t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
+              packed_rows_kernel<PackedKernel<PackedQ4Half>, 4>};
     return t;
   }();
   return table;

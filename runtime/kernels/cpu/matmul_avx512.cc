@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <utility>
 
 #include "runtime/kernels/cpu/matmul_kernels.h"
@@ -141,6 +142,88 @@ struct VnniKernel {
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) a.y[(t + j) * a.ldy + r + i] = hsum(acc[i][j]);
     }
+  }
+};
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The 8 slabs of one packed block column as unsigned bytes for vpdpbusd:
+// slab k's lane i holds row i's weights of columns 4k..4k+3.
+template <class WBlock>
+struct PackedUnsigned;
+template <>
+struct PackedUnsigned<BlockQ8_0> {
+  static constexpr size_t kQuantBytes = 16 * 32;
+  static inline void load(const uint8_t* q, __m512i (&u)[8]) {
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) u[k] = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), flip);
+  }
+};
+template <>
+struct PackedUnsigned<BlockQ4_0> {
+  static constexpr size_t kQuantBytes = 16 * 16;
+  static inline void load(const uint8_t* q, __m512i (&u)[8]) {
+    const __m512i mask = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i v = _mm512_loadu_si512(q + 64 * k);
+      u[k] = _mm512_and_si512(v, mask);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    }
+  }
+};
+
+// Packed Q8_0/Q4_0 with vpdpbusd: 16 rows in the 16 lanes, so each 4-byte
+// activation broadcast feeds 16 rows and the result needs no horizontal sum.
+// The activation's BlockSum bias seeds the int32 sum, which makes the
+// unsigned weights' offset cancel exactly.
+template <class WBlock>
+struct PackedVnniKernel {
+  template <int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
+    using W = PackedUnsigned<WBlock>;
+    const int64_t nb = a.n_cols / 32;
+    const uint8_t* group = a.w + (r / 16) * a.w_stride;
+    const auto* scales = reinterpret_cast<const uint16_t*>(group);
+    const uint8_t* quants = group + nb * 16 * sizeof(uint16_t);
+    const BlockQ8_0* x[T];
+    const BlockSum* xs[T];
+    for (int j = 0; j < T; ++j) {
+      const uint8_t* row = a.x + (t + j) * a.x_stride;
+      x[j] = reinterpret_cast<const BlockQ8_0*>(row);
+      xs[j] = reinterpret_cast<const BlockSum*>(row + a.x_sums_offset);
+    }
+    __m512 acc[T];
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i u[8];
+      W::load(quants + b * W::kQuantBytes, u);
+      const __m512 dw =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + b * 16)));
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        const int8_t* xq = x[j][b].qs;
+        // Two chains, so consecutive vpdpbusd do not wait on each other.
+        __m512i s0 = _mm512_set1_epi32(xs[j][b].bias);
+        __m512i s1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k += 2) {
+          s0 = _mm512_dpbusd_epi32(s0, u[k], _mm512_set1_epi32(load_i32(xq + 4 * k)));
+          s1 = _mm512_dpbusd_epi32(s1, u[k + 1], _mm512_set1_epi32(load_i32(xq + 4 * k + 4)));
+        }
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xs[j][b].d));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, acc[j]);
+      }
+    }
+    const __mmask16 mask = static_cast<__mmask16>((1u << n_valid) - 1);
+#pragma GCC unroll 16
+    for (int j = 0; j < T; ++j) _mm512_mask_storeu_ps(a.y + (t + j) * a.ldy + r, mask, acc[j]);
   }
 };
 
@@ -286,8 +369,10 @@ const KernelTable& avx512_kernels(bool has_vnni, bool has_bf16) {
             bf16 ? TypeKernels{rows_kernel<Bf16DotKernel, 4, 4, 4>, nullptr, 4}
                  : TypeKernels{rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 4, 4>, nullptr, 4};
         if (vnni) {
-          t.q8_0 = {rows_kernel<VnniKernel<BlockQ8_0>, 4, 4, 4>, avx2.q8_0.convert, 4};
-          t.q4_0 = {rows_kernel<VnniKernel<BlockQ4_0>, 4, 4, 4>, avx2.q4_0.convert, 4};
+          t.q8_0 = {rows_kernel<VnniKernel<BlockQ8_0>, 4, 4, 4>, avx2.q8_0.convert, 4,
+                    packed_rows_kernel<PackedVnniKernel<BlockQ8_0>, 8>};
+          t.q4_0 = {rows_kernel<VnniKernel<BlockQ4_0>, 4, 4, 4>, avx2.q4_0.convert, 4,
+                    packed_rows_kernel<PackedVnniKernel<BlockQ4_0>, 8>};
         } else {
           t.q8_0 = avx2.q8_0;
           t.q4_0 = avx2.q4_0;

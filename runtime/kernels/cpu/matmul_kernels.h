@@ -23,6 +23,9 @@ struct MatmulArgs {
   int64_t n_tokens;
   float* y;  // y[t * ldy + r]
   int64_t ldy;
+  // Packed weights only: the BlockSum array of each activation row starts at
+  // this byte offset in the row.
+  size_t x_sums_offset;
 };
 
 using RowsKernel = void (*)(const MatmulArgs& args, int64_t r0, int64_t r1);
@@ -34,6 +37,36 @@ struct TypeKernels {
   RowsKernel rows = nullptr;
   ConvertRow convert = nullptr;  // nullptr: the portable conversion
   int64_t row_grain = 1;         // rows per tile: thread ranges are multiples of it
+  // Layout::kPacked weights (Q8_0, Q4_0); nullptr: the portable one. Rows are
+  // handed out in whole groups (r0 a multiple of kPackRows; r1 too, or
+  // n_rows), and a.w_stride is the size of one group.
+  RowsKernel packed_rows = nullptr;
+};
+
+// Packed Q8_0/Q4_0 (Layout::kPacked). Rows are taken in groups of kPackRows
+// = 16, the last one padded with zero rows. With nb = n_cols / 32, group g
+// is packed_group_bytes long at g * packed_group_bytes and holds
+//   scales: nb x 16 fp16, the scales of block column b for rows 0..15;
+//   quants: nb x (16 * kPackedSlabs[type] * 4) bytes. Block column b is
+//           kPackedSlabs slabs of 64 bytes; bytes 4i..4i+3 of slab k are the
+//           qs bytes 4k..4k+3 of row i. For Q8_0 (8 slabs) those are the
+//           weights of columns 4k..4k+3; for Q4_0 (4 slabs) the low nibbles
+//           are columns 4k..4k+3 and the high nibbles columns 16+4k..19+4k.
+// A SIMD lane of 4 bytes therefore holds one row, and one broadcast of 4
+// activation bytes feeds all 16 rows: no horizontal sums, and the int32 sums
+// stay exact per block as in ggml. The group is one sequential stream, and
+// its size equals 16 row-major rows, which lets pack() work in place.
+inline constexpr int kPackedSlabsQ8_0 = 8;
+inline constexpr int kPackedSlabsQ4_0 = 4;
+size_t packed_group_bytes(DType type, int64_t n_cols);
+
+// Per activation block, for the packed kernels: the scale as f32 and
+// -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
+// Q4_0), which seeds the int32 sums of unsigned-by-signed products
+// (vpdpbusd, maddubs) so that they come out as signed-by-signed sums.
+struct BlockSum {
+  float d;
+  int32_t bias;
 };
 
 // Kernels per weight type; a null `rows` means the ISA falls back to portable.
@@ -46,8 +79,12 @@ struct KernelTable {
 //   F16 weights:  f32 holding values rounded to fp16 (so kernels need no
 //                 conversion per product, and the products equal ggml's)
 //   BF16 weights: bf16
-//   Q8_0/Q4_0:    BlockQ8_0 rows from quantize_row_q8_0_act
+//   Q8_0/Q4_0:    BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
+//                 bytes, then n_cols / 32 BlockSum (written by matmul for
+//                 packed weights only)
 size_t activation_row_bytes(DType weight_type, int64_t n_cols);
+// Where the BlockSum array starts in a Q8_0/Q4_0 activation row.
+size_t activation_sums_offset(int64_t n_cols);
 
 // Portable conversions of one row (also the reference for SIMD conversions).
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n);

@@ -2,6 +2,7 @@
 // the SIMD kernels are measured against. Block arithmetic follows ggml's
 // scalar vec_dot functions (int32 sum per block, scaled and summed in float).
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -74,6 +75,51 @@ void rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// Packed Q8_0/Q4_0 (format in matmul_kernels.h), one group of 16 rows at a
+// time. The same arithmetic and summation order as dot_q8_0 / dot_q4_0.
+inline int32_t packed_dot(const BlockQ8_0*, const uint8_t* q, int i, const int8_t* xq) {
+  int32_t sum = 0;
+  for (int k = 0; k < kPackedSlabsQ8_0; ++k) {
+    for (int j = 0; j < 4; ++j) sum += static_cast<int8_t>(q[k * 64 + i * 4 + j]) * xq[4 * k + j];
+  }
+  return sum;
+}
+inline int32_t packed_dot(const BlockQ4_0*, const uint8_t* q, int i, const int8_t* xq) {
+  int32_t sum = 0;
+  for (int k = 0; k < kPackedSlabsQ4_0; ++k) {
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t v = q[k * 64 + i * 4 + j];
+      sum += ((v & 0x0F) - 8) * xq[4 * k + j] + ((v >> 4) - 8) * xq[16 + 4 * k + j];
+    }
+  }
+  return sum;
+}
+
+template <class WBlock>
+void packed_rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  constexpr size_t kQuantBytes = sizeof(WBlock::qs) * kPackRows;
+  const int64_t nb = a.n_cols / kQK8_0;
+  for (int64_t r = r0; r < r1; r += kPackRows) {
+    const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
+    const auto* scales = reinterpret_cast<const uint16_t*>(group);
+    const uint8_t* quants = group + nb * kPackRows * sizeof(uint16_t);
+    const int n_valid = static_cast<int>(std::min<int64_t>(kPackRows, r1 - r));
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const auto* x = reinterpret_cast<const BlockQ8_0*>(a.x + t * a.x_stride);
+      for (int i = 0; i < n_valid; ++i) {
+        float sum = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          const int32_t sumi =
+              packed_dot(static_cast<const WBlock*>(nullptr), quants + b * kQuantBytes, i, x[b].qs);
+          sum += static_cast<float>(sumi) *
+                 (fp16_to_f32(scales[b * kPackRows + i]) * fp16_to_f32(x[b].d));
+        }
+        a.y[t * a.ldy + r + i] = sum;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n) {
@@ -98,6 +144,8 @@ const KernelTable& portable_kernels() {
     t.bf16.rows = rows_kernel<uint16_t, uint16_t, dot_bf16, 1>;
     t.q8_0.rows = rows_kernel<BlockQ8_0, BlockQ8_0, dot_q8_0, kQK8_0>;
     t.q4_0.rows = rows_kernel<BlockQ4_0, BlockQ8_0, dot_q4_0, kQK4_0>;
+    t.q8_0.packed_rows = packed_rows_kernel<BlockQ8_0>;
+    t.q4_0.packed_rows = packed_rows_kernel<BlockQ4_0>;
     return t;
   }();
   return table;

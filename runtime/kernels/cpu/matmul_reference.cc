@@ -40,7 +40,7 @@ std::vector<float> converted_activations(DType weight_type, const float* x, int6
 template <bool kAbs>
 void reference(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, float* y,
                int64_t ldy) {
-  TANDEM_CHECK(kernels_support(w.type) && w.n_cols % 32 == 0);
+  TANDEM_CHECK(kernels_support(w.type) && w.n_cols % 32 == 0 && w.layout == Layout::kRowMajor);
   const std::vector<float> xc = converted_activations(w.type, x, ldx, n_tokens, w.n_cols);
   std::vector<float> wr(static_cast<size_t>(w.n_cols));
   const size_t stride = row_bytes(w.type, w.n_cols);

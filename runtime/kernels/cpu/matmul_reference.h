@@ -10,7 +10,8 @@
 
 namespace tandem::kernels {
 
-// Same contract as matmul (y[t*ldy + r]); allocates its own buffers.
+// Same contract as matmul (y[t*ldy + r]) for row-major matrices; allocates its
+// own buffers.
 void matmul_reference(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, float* y,
                       int64_t ldy);
 

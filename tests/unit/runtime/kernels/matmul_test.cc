@@ -31,6 +31,7 @@ double tolerance(DType) { return 3e-5; }
 struct Case {
   DType type;
   int64_t n_rows, n_cols, n_tokens;
+  bool packed = false;  // run on pack()'s layout (the reference reads the row-major one)
 };
 
 class MatmulTest : public ::testing::TestWithParam<DType> {};
@@ -38,7 +39,7 @@ class MatmulTest : public ::testing::TestWithParam<DType> {};
 void check_case(const Case& c, std::mt19937& rng, ThreadPool& pool) {
   SCOPED_TRACE(testing::Message() << dtype_name(c.type) << " rows=" << c.n_rows
                                   << " cols=" << c.n_cols << " tokens=" << c.n_tokens
-                                  << " threads=" << pool.n_threads());
+                                  << " threads=" << pool.n_threads() << " packed=" << c.packed);
   const std::vector<float> wf = random_floats(c.n_rows * c.n_cols, rng);
   const size_t rb = row_bytes(c.type, c.n_cols);
   std::vector<uint8_t> wq(rb * c.n_rows);
@@ -46,6 +47,13 @@ void check_case(const Case& c, std::mt19937& rng, ThreadPool& pool) {
     ASSERT_TRUE(quantize_row(c.type, wf.data() + r * c.n_cols, wq.data() + r * rb, c.n_cols).ok());
   }
   const Matrix w{c.type, wq.data(), c.n_rows, c.n_cols};
+  std::vector<uint8_t> packed_data;
+  Matrix wk = w;
+  if (c.packed) {
+    packed_data.resize(packed_bytes(c.type, c.n_rows, c.n_cols));
+    wk = pack(w, packed_data.data());
+    ASSERT_EQ(wk.layout, Layout::kPacked);
+  }
   // Padded strides, with NaN in the padding of x to catch reads past a row.
   const int64_t ldx = c.n_cols + 7;
   const int64_t ldy = c.n_rows + 3;
@@ -63,7 +71,7 @@ void check_case(const Case& c, std::mt19937& rng, ThreadPool& pool) {
     SCOPED_TRACE(isa_name(isa));
     constexpr float kSentinel = 12345.0f;
     std::vector<float> y(ldy * c.n_tokens, kSentinel);
-    matmul(w, x.data(), ldx, c.n_tokens, y.data(), ldy, scratch, pool, isa);
+    matmul(wk, x.data(), ldx, c.n_tokens, y.data(), ldy, scratch, pool, isa);
     int bad = 0;
     for (int64_t t = 0; t < c.n_tokens; ++t) {
       for (int64_t r = 0; r < ldy; ++r) {
@@ -102,6 +110,26 @@ TEST_P(MatmulTest, LargeBatchAcrossRowChunks) {
   std::mt19937 rng(5);
   ThreadPool pool(2);
   check_case({GetParam(), 130, 1024, 64}, rng, pool);
+  if (pack_supported(GetParam())) {
+    check_case({GetParam(), 130, 1024, 64, true}, rng, pool);
+    check_case({GetParam(), 96, 5632, 21, true}, rng, pool);
+  }
+}
+
+TEST_P(MatmulTest, PackedMatchesReferenceOnAwkwardShapes) {
+  if (!pack_supported(GetParam())) GTEST_SKIP() << "not packable";
+  std::mt19937 rng(static_cast<uint32_t>(GetParam()) + 23);
+  ThreadPool pool1(1);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (int64_t n_rows : {1, 15, 16, 33, 48, 257}) {
+    for (int64_t n_cols : {32, 96, 4096}) {
+      for (int64_t n_tokens : {1, 3, 9, 17}) {
+        ThreadPool& pool = n_rows % 3 == 0 ? pool3 : n_rows % 2 ? pool2 : pool1;
+        check_case({GetParam(), n_rows, n_cols, n_tokens, true}, rng, pool);
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulTest, ::testing::ValuesIn(kTypes),
@@ -115,7 +143,69 @@ TEST(Matmul, ActivationTypes) {
   EXPECT_EQ(activation_type(DType::kBF16), DType::kBF16);
   EXPECT_EQ(activation_type(DType::kQ8_0), DType::kQ8_0);
   EXPECT_EQ(activation_type(DType::kQ4_0), DType::kQ8_0);
-  EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * 2 * sizeof(BlockQ8_0));
+  // Two blocks (68 bytes) padded to 128, then two BlockSums of 8 bytes.
+  EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * (128 + 2 * 8));
+}
+
+TEST(Pack, SizesAndSupport) {
+  EXPECT_TRUE(pack_supported(DType::kQ8_0));
+  EXPECT_TRUE(pack_supported(DType::kQ4_0));
+  EXPECT_FALSE(pack_supported(DType::kF16));
+  EXPECT_FALSE(pack_preferred(DType::kF32));
+  EXPECT_FALSE(pack_preferred(DType::kQ8_0, Isa::kPortable));
+  EXPECT_EQ(packed_bytes(DType::kQ8_0, 32, 64), 32 * row_bytes(DType::kQ8_0, 64));
+  EXPECT_EQ(packed_bytes(DType::kQ4_0, 17, 64), 32 * row_bytes(DType::kQ4_0, 64));
+  EXPECT_EQ(packed_bytes(DType::kQ4_0, 0, 64), 0u);
+}
+
+TEST(Pack, InPlaceEqualsOutOfPlace) {
+  std::mt19937 rng(3);
+  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+    for (int64_t n_rows : {5, 16, 40}) {
+      const int64_t n_cols = 160;
+      const std::vector<float> wf = random_floats(n_rows * n_cols, rng);
+      const size_t rb = row_bytes(type, n_cols);
+      std::vector<uint8_t> in_place(packed_bytes(type, n_rows, n_cols), 0xAB);
+      for (int64_t r = 0; r < n_rows; ++r) {
+        ASSERT_TRUE(
+            quantize_row(type, wf.data() + r * n_cols, in_place.data() + r * rb, n_cols).ok());
+      }
+      const std::vector<uint8_t> row_major(in_place.begin(), in_place.begin() + rb * n_rows);
+      std::vector<uint8_t> out(in_place.size(), 0xCD);
+      pack({type, row_major.data(), n_rows, n_cols}, out.data());
+      const Matrix m = pack({type, in_place.data(), n_rows, n_cols}, in_place.data());
+      EXPECT_EQ(m.data, in_place.data());
+      EXPECT_EQ(m.n_rows, n_rows);
+      EXPECT_EQ(in_place, out) << dtype_name(type) << " rows=" << n_rows;
+    }
+  }
+}
+
+TEST(Pack, LayoutOfOneGroup) {
+  // Row i, column c holds a value that names both, so the test reads the
+  // format of matmul_kernels.h back byte by byte.
+  const int64_t n_cols = 64;
+  const int64_t nb = n_cols / 32;
+  std::vector<BlockQ8_0> rows(16 * nb);
+  for (int i = 0; i < 16; ++i) {
+    for (int b = 0; b < nb; ++b) {
+      rows[i * nb + b].d = static_cast<uint16_t>(1000 + 10 * i + b);
+      for (int j = 0; j < 32; ++j)
+        rows[i * nb + b].qs[j] = static_cast<int8_t>((i * 7 + b * 32 + j) % 127);
+    }
+  }
+  std::vector<uint8_t> out(packed_bytes(DType::kQ8_0, 16, n_cols));
+  pack({DType::kQ8_0, rows.data(), 16, n_cols}, out.data());
+  const auto* scales = reinterpret_cast<const uint16_t*>(out.data());
+  const auto* quants = reinterpret_cast<const int8_t*>(out.data() + nb * 16 * 2);
+  for (int b = 0; b < nb; ++b) {
+    for (int i = 0; i < 16; ++i) {
+      EXPECT_EQ(scales[b * 16 + i], 1000 + 10 * i + b);
+      for (int c = 0; c < 32; ++c) {
+        EXPECT_EQ(quants[b * 512 + (c / 4) * 64 + i * 4 + c % 4], rows[i * nb + b].qs[c]);
+      }
+    }
+  }
 }
 
 TEST(Matmul, IsaList) {

@@ -1,0 +1,81 @@
+// pack(): row-major Q8_0/Q4_0 matrices into the 16-row groups of
+// Layout::kPacked (format in matmul_kernels.h). Runs once per weight at load
+// time, so it is plain scalar code.
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/status.h"
+#include "runtime/kernels/cpu/matmul.h"
+#include "runtime/kernels/cpu/matmul_kernels.h"
+
+namespace tandem::kernels {
+namespace {
+
+constexpr size_t kScaleBytes = 2;
+
+int packed_slabs(DType type) {
+  return type == DType::kQ8_0 ? internal::kPackedSlabsQ8_0 : internal::kPackedSlabsQ4_0;
+}
+
+// Packs one group from `rows` (n_valid row-major rows; the rest are zero) to `out`.
+template <class Block>
+void pack_group(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride, uint8_t* out) {
+  constexpr int kSlabs = sizeof(Block::qs) / 4;
+  uint8_t* scales = out;
+  uint8_t* quants = out + static_cast<size_t>(nb) * kPackRows * kScaleBytes;
+  const size_t quant_bytes = static_cast<size_t>(kPackRows) * kSlabs * 4;
+  std::memset(out, 0, static_cast<size_t>(nb) * (kPackRows * kScaleBytes + quant_bytes));
+  for (int64_t i = 0; i < n_valid; ++i) {
+    const auto* row = reinterpret_cast<const Block*>(rows + i * row_stride);
+    for (int64_t b = 0; b < nb; ++b) {
+      std::memcpy(scales + (b * kPackRows + i) * kScaleBytes, &row[b].d, kScaleBytes);
+      uint8_t* q = quants + b * quant_bytes;
+      for (int k = 0; k < kSlabs; ++k) std::memcpy(q + k * 64 + i * 4, row[b].qs + 4 * k, 4);
+    }
+  }
+}
+
+}  // namespace
+
+bool pack_supported(DType type) { return type == DType::kQ8_0 || type == DType::kQ4_0; }
+
+size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
+  TANDEM_CHECK(pack_supported(type));
+  const size_t nb = static_cast<size_t>(n_cols / 32);
+  return nb * kPackRows * (kScaleBytes + static_cast<size_t>(packed_slabs(type)) * 4);
+}
+
+size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols) {
+  const int64_t n_groups = (n_rows + kPackRows - 1) / kPackRows;
+  return internal::packed_group_bytes(type, n_cols) * static_cast<size_t>(n_groups);
+}
+
+Matrix pack(const Matrix& in, void* out) {
+  TANDEM_CHECK(pack_supported(in.type) && in.layout == Layout::kRowMajor);
+  TANDEM_CHECK(in.n_cols % 32 == 0 && in.n_rows >= 0);
+  const size_t row_stride = row_bytes(in.type, in.n_cols);
+  const size_t group_bytes = internal::packed_group_bytes(in.type, in.n_cols);
+  // A group's rows occupy exactly the bytes its packed form replaces
+  // (16 * row_stride == group_bytes), so copying them aside first makes
+  // in-place packing safe.
+  TANDEM_CHECK(group_bytes == kPackRows * row_stride);
+  const auto* src = static_cast<const uint8_t*>(in.data);
+  auto* dst = static_cast<uint8_t*>(out);
+  std::vector<uint8_t> rows(group_bytes);
+  const int64_t nb = in.n_cols / 32;
+  for (int64_t r = 0; r < in.n_rows; r += kPackRows) {
+    const int64_t n_valid = std::min<int64_t>(kPackRows, in.n_rows - r);
+    std::memcpy(rows.data(), src + r * row_stride, n_valid * row_stride);
+    uint8_t* group = dst + (r / kPackRows) * group_bytes;
+    if (in.type == DType::kQ8_0) {
+      pack_group<BlockQ8_0>(rows.data(), n_valid, nb, row_stride, group);
+    } else {
+      pack_group<BlockQ4_0>(rows.data(), n_valid, nb, row_stride, group);
+    }
+  }
+  return {in.type, out, in.n_rows, in.n_cols, Layout::kPacked};
+}
+
+}  // namespace tandem::kernels
