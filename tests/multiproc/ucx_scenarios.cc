@@ -1,0 +1,284 @@
+#include "tests/multiproc/ucx_scenarios.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "transport/ucx/ucx_communicator.h"
+
+namespace tandem::transport {
+namespace {
+
+using std::chrono::milliseconds;
+
+uint8_t pattern(int from, int to, size_t i, uint32_t tag) {
+  return static_cast<uint8_t>(from * 31 + to * 7 + i * 13 + tag);
+}
+
+absl::Status expect_code(const absl::Status& s, absl::StatusCode code, const std::string& what) {
+  if (s.code() != code) {
+    return absl::InternalError(
+        absl::StrCat(what, ": expected ", absl::StatusCodeToString(code), ", got ", s.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+// Every rank sends every size to every rank (itself included) and checks
+// what it receives; then the error paths.
+absl::Status p2p(Communicator& comm) {
+  const int n = comm.size(), me = comm.rank();
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{8}, size_t{4096}, size_t{(1 << 20) + 3}}) {
+    for (uint32_t tag : {0u, 5u, kMaxUserTag - 1}) {
+      std::vector<std::vector<uint8_t>> out(n), in(n);
+      std::vector<std::unique_ptr<Request>> reqs;
+      for (int p = 0; p < n; ++p) {
+        in[p].assign(bytes, 0);
+        out[p].resize(bytes);
+        for (size_t i = 0; i < bytes; ++i) out[p][i] = pattern(me, p, i, tag);
+        TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(in[p].data(), bytes, p, tag));
+        reqs.push_back(std::move(r));
+      }
+      for (int p = 0; p < n; ++p) {
+        TANDEM_ASSIGN_OR_RETURN(auto s, comm.isend(out[p].data(), bytes, p, tag));
+        reqs.push_back(std::move(s));
+      }
+      for (auto& r : reqs) TANDEM_RETURN_IF_ERROR(r->wait(deadline_in(milliseconds(10000))));
+      for (int p = 0; p < n; ++p) {
+        for (size_t i = 0; i < bytes; ++i) {
+          if (in[p][i] != pattern(p, me, i, tag)) {
+            return absl::InternalError(
+                absl::StrCat("bad byte ", i, " of ", bytes, " from rank ", p, " tag ", tag));
+          }
+        }
+      }
+    }
+  }
+  // Same pair, same tag: in order.
+  int next = (me + 1) % n, prev = (me + n - 1) % n;
+  for (uint32_t i = 0; i < 50; ++i) {
+    TANDEM_ASSIGN_OR_RETURN(auto s, comm.isend(&i, 4, next, 9));
+    uint32_t got = 0;
+    TANDEM_RETURN_IF_ERROR(comm.recv(&got, 4, prev, 9, deadline_in(milliseconds(5000))));
+    TANDEM_RETURN_IF_ERROR(s->wait(deadline_in(milliseconds(5000))));
+    if (got != i) return absl::InternalError(absl::StrCat("message ", i, " arrived as ", got));
+  }
+  // Size mismatch is INVALID_ARGUMENT on the receiver (both directions).
+  {
+    char big[16] = {}, small[8] = {};
+    TANDEM_ASSIGN_OR_RETURN(auto s1, comm.isend(big, 16, next, 11));
+    TANDEM_ASSIGN_OR_RETURN(auto s2, comm.isend(small, 4, next, 12));
+    TANDEM_RETURN_IF_ERROR(
+        expect_code(comm.recv(small, 8, prev, 11, deadline_in(milliseconds(5000))),
+                    absl::StatusCode::kInvalidArgument, "longer message"));
+    TANDEM_RETURN_IF_ERROR(
+        expect_code(comm.recv(big, 16, prev, 12, deadline_in(milliseconds(5000))),
+                    absl::StatusCode::kInvalidArgument, "shorter message"));
+    TANDEM_RETURN_IF_ERROR(s1->wait(deadline_in(milliseconds(5000))));
+    TANDEM_RETURN_IF_ERROR(s2->wait(deadline_in(milliseconds(5000))));
+  }
+  TANDEM_RETURN_IF_ERROR(expect_code(comm.isend(nullptr, 0, n, 0).status(),
+                                     absl::StatusCode::kInvalidArgument, "bad peer"));
+  // Nothing sent: DEADLINE_EXCEEDED, and the request can be waited on again,
+  // or dropped (which cancels it).
+  {
+    uint32_t v = 0;
+    TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(&v, 4, prev, 77));
+    TANDEM_RETURN_IF_ERROR(expect_code(r->wait(deadline_in(milliseconds(50))),
+                                       absl::StatusCode::kDeadlineExceeded, "idle recv"));
+    TANDEM_RETURN_IF_ERROR(expect_code(r->wait(deadline_in(milliseconds(20))),
+                                       absl::StatusCode::kDeadlineExceeded, "idle recv again"));
+    if (r->test()) return absl::InternalError("test() says an idle recv completed");
+  }
+  TANDEM_RETURN_IF_ERROR(comm.barrier(deadline_in(milliseconds(10000))));
+  // abort() from another thread ends a wait promptly with ABORTED.
+  {
+    uint32_t v = 0;
+    TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(&v, 4, prev, 78));
+    std::thread aborter([&comm] {
+      std::this_thread::sleep_for(milliseconds(100));
+      comm.abort(absl::CancelledError("test abort"));
+    });
+    auto t0 = Clock::now();
+    absl::Status s = r->wait(deadline_in(milliseconds(10000)));
+    aborter.join();
+    TANDEM_RETURN_IF_ERROR(expect_code(s, absl::StatusCode::kAborted, "aborted wait"));
+    if (Clock::now() - t0 > milliseconds(2000)) return absl::InternalError("abort was slow");
+    TANDEM_RETURN_IF_ERROR(expect_code(comm.isend(&v, 4, next, 1).status(),
+                                       absl::StatusCode::kAborted, "send after abort"));
+  }
+  return absl::OkStatus();
+}
+
+float value_of(int rank, size_t i) { return static_cast<float>((rank + 1) * 0.5 + (i % 97)); }
+
+absl::Status collectives(Communicator& comm) {
+  const int n = comm.size(), me = comm.rank();
+  auto deadline = [] { return deadline_in(milliseconds(20000)); };
+  for (size_t count : {size_t{1}, size_t{1000}, size_t{100003}}) {
+    std::vector<float> v(count);
+    for (size_t i = 0; i < count; ++i) v[i] = value_of(me, i);
+    TANDEM_RETURN_IF_ERROR(
+        comm.all_reduce(v.data(), count, DataType::kF32, ReduceOp::kSum, deadline()));
+    for (size_t i = 0; i < count; ++i) {
+      float want = 0;
+      for (int r = 0; r < n; ++r) want += value_of(r, i);
+      if (std::fabs(v[i] - want) > 1e-3f * std::fabs(want)) {
+        return absl::InternalError(absl::StrCat("all_reduce[", i, "] = ", v[i], ", want ", want));
+      }
+    }
+    std::vector<int32_t> mine(count), all(count * n);
+    for (size_t i = 0; i < count; ++i) mine[i] = me * 1000003 + static_cast<int32_t>(i);
+    TANDEM_RETURN_IF_ERROR(
+        comm.all_gather(mine.data(), all.data(), count, DataType::kI32, deadline()));
+    for (int r = 0; r < n; ++r) {
+      for (size_t i = 0; i < count; ++i) {
+        if (all[r * count + i] != r * 1000003 + static_cast<int32_t>(i)) {
+          return absl::InternalError(absl::StrCat("all_gather slot ", r, "[", i, "] wrong"));
+        }
+      }
+    }
+    for (int root = 0; root < n; ++root) {
+      std::vector<uint8_t> b(count * 3, me == root ? 0 : 0xEE);
+      if (me == root) {
+        for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 5 + root);
+      }
+      TANDEM_RETURN_IF_ERROR(comm.broadcast(b.data(), b.size(), root, deadline()));
+      for (size_t i = 0; i < b.size(); ++i) {
+        if (b[i] != static_cast<uint8_t>(i * 5 + root)) {
+          return absl::InternalError(absl::StrCat("broadcast from ", root, " byte ", i, " wrong"));
+        }
+      }
+    }
+    TANDEM_RETURN_IF_ERROR(comm.barrier(deadline()));
+  }
+  return absl::OkStatus();
+}
+
+// Every rank exchanges with every other each iteration; the last rank kills
+// itself (SIGKILL) mid-run. The survivors must see an error, fast.
+absl::Status kill_one(Communicator& comm) {
+  const int n = comm.size(), me = comm.rank();
+  auto last_ok = Clock::now();
+  for (int iter = 0; iter < 1000000; ++iter) {
+    if (me == n - 1 && iter == 200) ::raise(SIGKILL);
+    std::vector<uint64_t> out(n, iter), in(n);
+    std::vector<std::unique_ptr<Request>> reqs;
+    absl::Status s;
+    for (int p = 0; p < n && s.ok(); ++p) {
+      if (p == me) continue;
+      auto r = comm.irecv(&in[p], 8, p, 3);
+      if (!r.ok())
+        s = r.status();
+      else
+        reqs.push_back(std::move(*r));
+      auto w = comm.isend(&out[p], 8, p, 3);
+      if (!w.ok())
+        s = w.status();
+      else
+        reqs.push_back(std::move(*w));
+    }
+    for (auto& r : reqs) {
+      if (s.ok()) s = r->wait(deadline_in(milliseconds(15000)));
+    }
+    if (!s.ok()) {
+      auto ms = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ok).count();
+      std::printf("DETECTED iteration %d after %lld ms: %s\n", iter, static_cast<long long>(ms),
+                  s.ToString().c_str());
+      return s;
+    }
+    last_ok = Clock::now();
+  }
+  return absl::InternalError("the victim never died");
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Ping-pong latency (8 B) and streaming bandwidth (1 MiB) between ranks 0, 1.
+absl::Status bench(Communicator& comm) {
+  if (comm.size() < 2 || comm.rank() > 1) return comm.barrier(deadline_in(milliseconds(60000)));
+  const int peer = 1 - comm.rank();
+  auto dl = [] { return deadline_in(milliseconds(30000)); };
+  std::vector<double> lat;
+  char small[8] = {};
+  for (int rep = 0; rep < 7; ++rep) {
+    const int iters = 2000;
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) {
+      if (comm.rank() == 0) {
+        TANDEM_RETURN_IF_ERROR(comm.send(small, 8, peer, 1, dl()));
+        TANDEM_RETURN_IF_ERROR(comm.recv(small, 8, peer, 1, dl()));
+      } else {
+        TANDEM_RETURN_IF_ERROR(comm.recv(small, 8, peer, 1, dl()));
+        TANDEM_RETURN_IF_ERROR(comm.send(small, 8, peer, 1, dl()));
+      }
+    }
+    lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / iters / 2);
+  }
+  const size_t bytes = 1 << 20;
+  const int window = 16;
+  std::vector<char> buf(bytes * window, 1);
+  std::vector<double> bw;
+  for (int rep = 0; rep < 7; ++rep) {
+    const int rounds = 8;
+    auto t0 = Clock::now();
+    for (int r = 0; r < rounds; ++r) {
+      std::vector<std::unique_ptr<Request>> reqs;
+      for (int w = 0; w < window; ++w) {
+        TANDEM_ASSIGN_OR_RETURN(auto q, comm.rank() == 0
+                                            ? comm.isend(buf.data() + w * bytes, bytes, peer, 2)
+                                            : comm.irecv(buf.data() + w * bytes, bytes, peer, 2));
+        reqs.push_back(std::move(q));
+      }
+      for (auto& q : reqs) TANDEM_RETURN_IF_ERROR(q->wait(dl()));
+      // A one-byte ack keeps the sender from running ahead of the receiver.
+      if (comm.rank() == 0) {
+        TANDEM_RETURN_IF_ERROR(comm.recv(small, 1, peer, 3, dl()));
+      } else {
+        TANDEM_RETURN_IF_ERROR(comm.send(small, 1, peer, 3, dl()));
+      }
+    }
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    bw.push_back(static_cast<double>(bytes) * window * rounds / s / 1e9);
+  }
+  if (comm.rank() == 0) {
+    std::printf("BENCH latency_8B_us=%.2f bandwidth_1MiB_GBps=%.2f\n", median(lat), median(bw));
+  }
+  return comm.barrier(deadline_in(milliseconds(60000)));
+}
+
+}  // namespace
+
+absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
+  UcxOptions options;
+  const char* pf = std::getenv("TANDEM_TEST_PEER_FAILURE");
+  options.peer_failure_detection = pf == nullptr || std::strcmp(pf, "0") != 0;
+  TANDEM_ASSIGN_OR_RETURN(auto comm, make_ucx_communicator(boot, options));
+  absl::Status s;
+  if (scenario == "ucx_p2p") {
+    s = p2p(*comm);
+  } else if (scenario == "ucx_collectives") {
+    s = collectives(*comm);
+  } else if (scenario == "ucx_kill") {
+    return kill_one(*comm);  // no final barrier: a rank is gone
+  } else if (scenario == "ucx_bench") {
+    s = bench(*comm);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", scenario, "'"));
+  }
+  TANDEM_RETURN_IF_ERROR(s);
+  // Leave together: rank 0 serves the store.
+  return boot.barrier(boot.default_deadline());
+}
+
+}  // namespace tandem::transport

@@ -1,0 +1,424 @@
+#include "transport/ucx/ucx_communicator.h"
+
+#include <sched.h>
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "transport/ucx/ucx_handles.h"
+#include "transport/ucx/ucx_transports.h"
+
+namespace tandem::transport {
+namespace {
+
+// Tags above every user and collective tag: the start-up handshake.
+constexpr uint32_t kWireupTag = 0xFFFFFFFFu;
+// How long a dying Request or communicator keeps progressing to get its
+// cancelled UCX requests back before it leaves them to UCX.
+constexpr auto kCancelGrace = std::chrono::seconds(2);
+
+uint64_t make_tag(int source, uint32_t tag) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
+}
+
+void log_line(const std::string& line) { std::fprintf(stderr, "tandem/ucx: %s\n", line.c_str()); }
+
+class UcxCommunicator;
+
+// One send or receive. Owned by its UcxRequest until that dies while UCX
+// still holds the operation: then it is `orphaned` and the completion
+// callback frees it.
+struct OpState {
+  UcxCommunicator* comm = nullptr;
+  int peer = 0;
+  bool is_recv = false;
+  size_t bytes = 0;
+  void* ucx_req = nullptr;  // non-null while UCX owns the operation
+  bool done = false;        // completion as the user sees it
+  absl::Status status;
+  bool orphaned = false;
+  ucp_tag_recv_info_t info{};
+};
+
+struct PeerSlot {
+  UcxCommunicator* comm;
+  int rank;
+};
+
+class UcxCommunicator final : public Communicator {
+ public:
+  UcxCommunicator(int rank, int size) : rank_(rank), size_(size), peer_status_(size) {}
+  ~UcxCommunicator() override;
+
+  absl::Status init(Bootstrap& bootstrap, const UcxOptions& options);
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string_view backend() const override { return "ucx"; }
+  absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
+                                                 uint32_t tag) override;
+  absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
+                                                 uint32_t tag) override;
+  void abort(const absl::Status& reason) override;
+
+  absl::Status wait(OpState& op, Deadline deadline);
+  bool test(OpState& op);
+  void release(OpState* op);
+
+  static void send_cb(void* request, ucs_status_t status, void* user_data) {
+    auto* op = static_cast<OpState*>(user_data);
+    op->comm->on_complete(op, request, status);
+  }
+  static void recv_cb(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info,
+                      void* user_data) {
+    auto* op = static_cast<OpState*>(user_data);
+    if (info != nullptr) op->info = *info;
+    op->comm->on_complete(op, request, status);
+  }
+  static void peer_error_cb(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* slot = static_cast<PeerSlot*>(arg);
+    slot->comm->on_peer_error(slot->rank, status);
+  }
+
+ private:
+  absl::StatusOr<std::unique_ptr<Request>> start(OpState* op, ucs_status_ptr_t r);
+  absl::Status final_status(OpState& op, ucs_status_t status);
+  void on_complete(OpState* op, void* request, ucs_status_t status);
+  void on_peer_error(int peer, ucs_status_t status);
+  // With mu_ held: settles `op` if its peer failed or the communicator was
+  // aborted; returns whether it is done.
+  bool settle_locked(OpState& op);
+  void cancel_locked(OpState& op);
+  absl::Status check_peer(int peer) const;
+
+  const int rank_, size_;
+  std::mutex mu_;  // the worker is used by one thread at a time
+  ucx::Context context_;
+  ucx::Worker worker_;  // destroyed before context_
+  std::vector<ucp_ep_h> eps_;
+  std::vector<std::unique_ptr<PeerSlot>> slots_;
+  std::vector<absl::Status> peer_status_;  // UNAVAILABLE once a peer failed
+  std::unordered_set<OpState*> live_;      // ops UCX still holds
+  std::atomic<bool> aborted_{false};
+  absl::Status abort_status_;
+  bool closing_ = false;
+};
+
+class UcxRequest final : public Request {
+ public:
+  UcxRequest(UcxCommunicator* comm, OpState* op) : comm_(comm), op_(op) {}
+  ~UcxRequest() override { comm_->release(op_); }
+  absl::Status wait(Deadline deadline) override { return comm_->wait(*op_, deadline); }
+  bool test() override { return comm_->test(*op_); }
+
+ private:
+  UcxCommunicator* comm_;
+  OpState* op_;
+};
+
+absl::Status UcxCommunicator::check_peer(int peer) const {
+  if (peer < 0 || peer >= size_) {
+    return absl::InvalidArgumentError(absl::StrCat("peer ", peer, " is not in [0, ", size_, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxCommunicator::final_status(OpState& op, ucs_status_t status) {
+  if (status == UCS_OK) {
+    if (op.is_recv && op.info.length != op.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, " expected ", op.bytes,
+                                                     " bytes from rank ", op.peer, ", got ",
+                                                     op.info.length));
+    }
+    return absl::OkStatus();
+  }
+  if (status == UCS_ERR_MESSAGE_TRUNCATED) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, " expected ", op.bytes,
+                                                   " bytes from rank ", op.peer,
+                                                   ", the message was longer"));
+  }
+  if (status == UCS_ERR_CANCELED) {
+    if (aborted_) return abort_status_;
+    if (!peer_status_[op.peer].ok()) return peer_status_[op.peer];
+    return absl::CancelledError("cancelled");
+  }
+  return absl::UnavailableError(absl::StrCat(op.is_recv ? "receive from" : "send to", " rank ",
+                                             op.peer, " failed: ", ucs_status_string(status)));
+}
+
+void UcxCommunicator::on_complete(OpState* op, void* request, ucs_status_t status) {
+  ucp_request_free(request);
+  op->ucx_req = nullptr;
+  live_.erase(op);
+  if (op->orphaned) {
+    delete op;
+    return;
+  }
+  if (!op->done) {
+    op->done = true;
+    op->status = final_status(*op, status);
+  }
+}
+
+void UcxCommunicator::on_peer_error(int peer, ucs_status_t status) {
+  if (!peer_status_[peer].ok()) return;
+  peer_status_[peer] = absl::UnavailableError(absl::StrCat(
+      "rank ", peer, " failed (seen by rank ", rank_, "): ", ucs_status_string(status)));
+  if (!closing_) log_line(std::string(peer_status_[peer].message()));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::start(OpState* op, ucs_status_ptr_t r) {
+  if (op->done) {
+    // A receive completed inside ucp_tag_recv_nbx (NO_IMM_CMPL runs the
+    // callback there, which already released the request).
+  } else if (r == nullptr) {
+    op->done = true;
+    op->status = final_status(*op, UCS_OK);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    op->done = true;
+    op->status = final_status(*op, UCS_PTR_STATUS(r));
+  } else {
+    op->ucx_req = r;
+    live_.insert(op);
+  }
+  return std::make_unique<UcxRequest>(this, op);
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data, size_t bytes,
+                                                                int peer, uint32_t tag) {
+  TANDEM_RETURN_IF_ERROR(check_peer(peer));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return abort_status_;
+  if (!peer_status_[peer].ok()) return peer_status_[peer];
+  auto* op = new OpState{.comm = this, .peer = peer, .is_recv = false, .bytes = bytes};
+  ucp_request_param_t p{};
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.send = &UcxCommunicator::send_cb;
+  p.user_data = op;
+  p.datatype = ucp_dt_make_contig(1);
+  return start(op, ucp_tag_send_nbx(eps_[peer], data, bytes, make_tag(rank_, tag), &p));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size_t bytes, int peer,
+                                                                uint32_t tag) {
+  TANDEM_RETURN_IF_ERROR(check_peer(peer));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return abort_status_;
+  if (!peer_status_[peer].ok()) return peer_status_[peer];
+  auto* op = new OpState{.comm = this, .peer = peer, .is_recv = true, .bytes = bytes};
+  ucp_request_param_t p{};
+  // UCX 1.13 can complete a receive immediately without filling recv_info
+  // (seen on loopback: length 0 for a 1-byte message), so the length always
+  // comes through the callback.
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  p.cb.recv = &UcxCommunicator::recv_cb;
+  p.user_data = op;
+  p.datatype = ucp_dt_make_contig(1);
+  return start(op,
+               ucp_tag_recv_nbx(worker_.get(), data, bytes, make_tag(peer, tag), ~uint64_t{0}, &p));
+}
+
+void UcxCommunicator::cancel_locked(OpState& op) {
+  if (op.ucx_req != nullptr) ucp_request_cancel(worker_.get(), op.ucx_req);
+}
+
+bool UcxCommunicator::settle_locked(OpState& op) {
+  if (op.done) return true;
+  absl::Status fail = aborted_ ? abort_status_ : peer_status_[op.peer];
+  if (fail.ok()) return false;
+  // UCX completes sends on a failed endpoint itself, but a tagged receive
+  // is not bound to an endpoint: fail it here, and cancel what UCX holds
+  // (the cancel may complete it, and free it if orphaned: touch it no more).
+  op.done = true;
+  op.status = fail;
+  cancel_locked(op);
+  return true;
+}
+
+absl::Status UcxCommunicator::wait(OpState& op, Deadline deadline) {
+  for (int idle = 0;; ++idle) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (settle_locked(op)) return op.status;
+      if (ucp_worker_progress(worker_.get()) != 0) idle = 0;
+      if (settle_locked(op)) return op.status;
+    }
+    if (Clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(op.is_recv ? "receive from" : "send to", " rank ", op.peer, " timed out"));
+    }
+    // Busy progress is the fast path; on a crowded machine, step aside.
+    if (idle > 64) sched_yield();
+  }
+}
+
+bool UcxCommunicator::test(OpState& op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (settle_locked(op)) return true;
+  ucp_worker_progress(worker_.get());
+  return settle_locked(op);
+}
+
+void UcxCommunicator::release(OpState* op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (op->ucx_req == nullptr) {
+    delete op;
+    return;
+  }
+  // Still in flight: cancel, and progress until UCX hands it back. An op
+  // already failed by abort() or a peer's death gets only a short grace.
+  auto until = Clock::now() + (op->done ? std::chrono::milliseconds(50) : kCancelGrace);
+  op->done = true;
+  cancel_locked(*op);
+  while (op->ucx_req != nullptr && Clock::now() < until) ucp_worker_progress(worker_.get());
+  if (op->ucx_req == nullptr) {
+    delete op;
+  } else {
+    op->orphaned = true;  // the callback frees it; the buffer is UCX's problem now
+  }
+}
+
+void UcxCommunicator::abort(const absl::Status& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return;
+  abort_status_ = absl::AbortedError(absl::StrCat("communicator aborted: ", reason.ToString()));
+  aborted_ = true;
+  // Every waiter sees the flag at its next iteration; cancel what UCX holds.
+  std::vector<OpState*> ops(live_.begin(), live_.end());
+  for (OpState* op : ops) {
+    if (!op->orphaned) settle_locked(*op);
+  }
+}
+
+UcxCommunicator::~UcxCommunicator() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closing_ = true;
+  if (worker_.get() == nullptr) return;
+  std::vector<OpState*> ops(live_.begin(), live_.end());
+  for (OpState* op : ops) {
+    op->orphaned = true;
+    cancel_locked(*op);
+  }
+  // Close endpoints: flush to live peers (bounded), force to failed ones.
+  std::vector<void*> closing;
+  for (int p = 0; p < static_cast<int>(eps_.size()); ++p) {
+    if (eps_[p] == nullptr) continue;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = peer_status_[p].ok() ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t r = ucp_ep_close_nbx(eps_[p], &param);
+    if (r != nullptr && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
+  }
+  auto until = Clock::now() + kCancelGrace;
+  while (Clock::now() < until) {
+    ucp_worker_progress(worker_.get());
+    bool all = true;
+    for (void* r : closing) all = all && ucp_request_check_status(r) != UCS_INPROGRESS;
+    if (all && live_.empty()) break;
+  }
+  for (void* r : closing) ucp_request_free(r);
+}
+
+absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& options) {
+  auto deadline = BootstrapClock::now() + options.setup_timeout;
+  ucp_config_t* raw_config = nullptr;
+  ucs_status_t st = ucp_config_read(nullptr, nullptr, &raw_config);  // honours UCX_*
+  if (st != UCS_OK) return ucx::ucs_error("ucp_config_read", st);
+  ucx::Config config(raw_config);
+  if (options.peer_failure_detection && std::getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
+    std::string interval = absl::StrCat(options.keepalive_interval.count(), "ms");
+    ucp_config_modify(config.get(), "KEEPALIVE_INTERVAL", interval.c_str());
+  }
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_TAG;
+  ucp_context_h context = nullptr;
+  st = ucp_init(&params, config.get(), &context);
+  if (st != UCS_OK) return ucx::ucs_error("ucp_init", st);
+  context_ = ucx::Context(context);
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+  ucp_worker_h worker = nullptr;
+  st = ucp_worker_create(context_.get(), &wp, &worker);
+  if (st != UCS_OK) return ucx::ucs_error("ucp_worker_create", st);
+  worker_ = ucx::Worker(worker);
+
+  ucp_address_t* address = nullptr;
+  size_t address_len = 0;
+  st = ucp_worker_get_address(worker_.get(), &address, &address_len);
+  if (st != UCS_OK) return ucx::ucs_error("ucp_worker_get_address", st);
+  ucx::WorkerAddress own(worker_.get(), address, address_len);
+
+  // Every communicator made over one bootstrap gets its own keys.
+  static std::atomic<int> generation{0};
+  std::string name = absl::StrCat("tandem/ucx/", generation++, "/address");
+  TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
+                          bootstrap.all_gather(name, own.bytes(), deadline));
+
+  eps_.assign(size_, nullptr);
+  for (int p = 0; p < size_; ++p) {
+    slots_.push_back(std::make_unique<PeerSlot>(PeerSlot{this, p}));
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.address = reinterpret_cast<const ucp_address_t*>(addresses[p].data());
+    ep.err_mode =
+        options.peer_failure_detection ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+    if (options.peer_failure_detection) {
+      ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.err_handler.cb = &UcxCommunicator::peer_error_cb;
+      ep.err_handler.arg = slots_.back().get();
+    }
+    st = ucp_ep_create(worker_.get(), &ep, &eps_[p]);
+    if (st != UCS_OK) return ucx::ucs_error(absl::StrCat("ucp_ep_create to rank ", p), st);
+  }
+
+  // Wire up every pair now (a message each way) so the first real operation
+  // does not pay for it and a dead link shows up here.
+  std::vector<std::unique_ptr<Request>> requests;
+  std::vector<uint8_t> sink(size_);
+  uint8_t one = 1;
+  for (int p = 0; p < size_; ++p) {
+    TANDEM_ASSIGN_OR_RETURN(auto r, irecv(&sink[p], 1, p, kWireupTag));
+    requests.push_back(std::move(r));
+    TANDEM_ASSIGN_OR_RETURN(auto s, isend(&one, 1, p, kWireupTag));
+    requests.push_back(std::move(s));
+  }
+  for (auto& r : requests) TANDEM_RETURN_IF_ERROR(r->wait(deadline));
+  TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
+
+  if (options.log_transports) {
+    int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
+    log_line(absl::StrCat(
+        "rank ", rank_, ": UCX_TLS=", std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "(default)",
+        ", peer failure detection ", options.peer_failure_detection ? "on" : "off", ", to rank ",
+        peer, ": ", ucx::endpoint_transports(eps_[peer])));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ucx::ucs_error(const std::string& what, ucs_status_t status) {
+  return absl::UnavailableError(absl::StrCat(what, " failed: ", ucs_status_string(status)));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> make_ucx_communicator(Bootstrap& bootstrap,
+                                                                    UcxOptions options) {
+  auto comm = std::make_unique<UcxCommunicator>(bootstrap.rank(), bootstrap.world_size());
+  TANDEM_RETURN_IF_ERROR(comm->init(bootstrap, options));
+  return comm;
+}
+
+}  // namespace tandem::transport
