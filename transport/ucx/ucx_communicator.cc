@@ -381,6 +381,14 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
       ep.err_handler.arg = slots_.back().get();
     }
     st = ucp_ep_create(worker_.get(), &ep, &eps_[p]);
+    if (st == UCS_ERR_UNREACHABLE && options.peer_failure_detection) {
+      // UCX 1.13 runs no peer error handling over shared memory.
+      return absl::UnavailableError(absl::StrCat(
+          "ucp_ep_create to rank ", p,
+          ": destination unreachable with peer failure detection "
+          "on; shared memory cannot carry it in UCX 1.13: add tcp to UCX_TLS (now '",
+          std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "", "') or turn detection off"));
+    }
     if (st != UCS_OK) return ucx::ucs_error(absl::StrCat("ucp_ep_create to rank ", p), st);
   }
 
