@@ -62,6 +62,7 @@ struct StoreServer::State {
   std::map<std::string, std::string> kv;
   size_t kv_bytes = 0;
   std::map<std::string, std::set<int>> barriers;
+  std::map<std::string, std::string> failed_barriers;  // name -> timeout message
   std::set<int> connected_ranks;
 
   void queue(Conn& c, MsgType type, std::string_view payload) {
@@ -159,6 +160,10 @@ struct StoreServer::State {
             BootstrapClock::now() +
             std::min<std::chrono::milliseconds>(std::chrono::milliseconds(timeout_ms), kMaxWait);
         if (barrier) {
+          if (failed_barriers.count(k)) {
+            queue(c, MsgType::kTimeout, failed_barriers[k]);
+            return absl::OkStatus();
+          }
           std::set<int>& arrived = barriers[k];
           arrived.insert(c.rank);
           waiters.push_back({id, true, k, deadline});
@@ -307,9 +312,25 @@ void StoreServer::run() {
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) c.dead = true;
       }
     }
-    // Expired waits answer kTimeout; a barrier names who is missing.
+    // Expired waits answer kTimeout; a barrier names who is missing. A
+    // barrier that timed out for one rank fails for all its waiters at once
+    // (and for late arrivals): otherwise rank 0 could leave, closing the
+    // store, before a later-started rank heard which ranks were missing.
     now = BootstrapClock::now();
+    for (const Waiter& w : st.waiters) {
+      if (w.barrier && w.deadline <= now && !st.failed_barriers.count(w.key)) {
+        st.failed_barriers[w.key] =
+            absl::StrCat("rank(s) ", st.missing(st.barriers[w.key]), " of ", st.world_size,
+                         " did not reach '", w.key, "' in time");
+      }
+    }
     std::erase_if(st.waiters, [&](const Waiter& w) {
+      if (w.barrier && st.failed_barriers.count(w.key)) {
+        auto it = st.conns.find(w.conn);
+        if (it != st.conns.end())
+          st.queue(it->second, MsgType::kTimeout, st.failed_barriers[w.key]);
+        return true;
+      }
       if (w.deadline > now) return false;
       auto it = st.conns.find(w.conn);
       if (it == st.conns.end()) return true;
@@ -335,6 +356,13 @@ void StoreServer::run() {
       } else {
         ++it;
       }
+    }
+  }
+  // Best effort: hand out replies already decided (a rank may be waiting on
+  // its timeout message while rank 0 leaves).
+  for (auto& [id, c] : st.conns) {
+    if (!c.dead && !c.out.empty()) {
+      [[maybe_unused]] ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL);
     }
   }
 }
