@@ -207,6 +207,45 @@ TEST(LocalWorldTest, CollectiveFailsWhenPeerAborts) {
   EXPECT_LT(took, milliseconds(50) + kSlack);
 }
 
+// One rank of four dies in the middle of an all_reduce: nobody hangs, its
+// direct partners hear UNAVAILABLE at once, the others fail at the latest at
+// their deadline; and a rank's own abort ends its collective with ABORTED.
+TEST(LocalWorldTest, AbortDuringACollectiveOfFour) {
+  for (const size_t count : {size_t{5}, size_t{300000}}) {
+    auto comms = make_local_world(4);
+    std::vector<absl::Status> statuses(4);
+    constexpr auto kWait = milliseconds(1000);
+    std::vector<std::thread> threads;
+    for (int r : {0, 1, 3}) {
+      threads.emplace_back([&, r] {
+        std::vector<float> data(count, 1.0f);
+        const auto start = Clock::now();
+        statuses[r] =
+            comms[r]->all_reduce(data.data(), count, DataType::kF32, ReduceOp::kSum, start + kWait);
+        EXPECT_LT(Clock::now() - start, kWait + kSlack) << "rank " << r;
+      });
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+    comms[2]->abort(absl::InternalError("killed"));
+    for (auto& t : threads) t.join();
+    for (int r : {0, 1, 3}) EXPECT_FALSE(statuses[r].ok()) << "rank " << r;
+    // Rank 3 receives from rank 2 in both algorithms.
+    EXPECT_EQ(statuses[3].code(), absl::StatusCode::kUnavailable) << statuses[3];
+  }
+  auto comms = make_local_world(2);
+  absl::Status status;
+  std::thread rank0([&] {
+    float x = 1;
+    status = comms[0]->all_reduce(&x, 1, DataType::kF32, ReduceOp::kSum, test_deadline());
+  });
+  std::this_thread::sleep_for(milliseconds(50));
+  const auto start = Clock::now();
+  comms[0]->abort(absl::CancelledError("stop"));
+  rank0.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+  EXPECT_LT(Clock::now() - start, kSlack);
+}
+
 TEST(LocalWorldTest, CollectivesHonourTheDeadlineWhenARankNeverJoins) {
   for (const size_t count : {size_t{3}, size_t{100000}}) {
     // Rank 3's communicator stays alive but idle.
