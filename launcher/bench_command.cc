@@ -100,7 +100,12 @@ uint64_t bytes_per_token(const engine::Engine& e) {
 int run_bench(const BenchFlags& f) {
   if (f.mode != "decode" && f.mode != "prefill") {
     return report_error("bench", absl::InvalidArgumentError(absl::StrCat(
-                                     "unknown benchmark '", f.mode, "' (decode or prefill)")));
+                                     "unknown benchmark '", f.mode,
+                                     "' (decode, prefill or transport)")));
+  }
+  if (f.model.empty()) {
+    return report_error("bench", absl::InvalidArgumentError(
+                                     absl::StrCat("--model is required for ", f.mode)));
   }
   const bool decode = f.mode == "decode";
   const int max_prompt = *std::max_element(f.prompt_tokens.begin(), f.prompt_tokens.end());
@@ -161,9 +166,9 @@ int run_bench(const BenchFlags& f) {
 
 void add_bench_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* cmd = app.add_subcommand("bench", "Measure decode or prefill speed of a model");
-  cmd->add_option("mode", flags->mode, "decode | prefill")->required();
-  cmd->add_option("--model", flags->model, "GGUF model file")->required();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure decode or prefill speed of a model, or the transport's links");
+  cmd->add_option("mode", flags->mode, "decode | prefill | transport")->required();
+  cmd->add_option("--model", flags->model, "GGUF model file");
   cmd->add_option("--threads", flags->threads, "Thread counts, e.g. 1,2")->delimiter(',')
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt lengths for prefill, e.g. 128,512")
@@ -171,7 +176,32 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--gen-tokens", flags->gen_tokens, "Decode steps")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", flags->json, "Print JSON rows instead of a table");
-  cmd->callback([flags, exit_code] { *exit_code = run_bench(*flags); });
+  BenchTransportHooks transport = add_bench_transport_options(*cmd);
+  cmd->callback([flags, exit_code, transport, cmd] {
+    // One subcommand, two sets of flags: refuse those of the other mode
+    // rather than ignore them silently.
+    if (flags->mode == "transport") {
+      for (const char* name : {"--model", "--threads", "--prompt-tokens", "--gen-tokens",
+                               "--repetitions"}) {
+        if (cmd->count(name) > 0) {
+          *exit_code = report_error(
+              "bench", absl::InvalidArgumentError(absl::StrCat(
+                           name, " applies to bench decode and prefill, not transport")));
+          return;
+        }
+      }
+      *exit_code = transport.run(flags->json);
+      return;
+    }
+    if (transport.any_flag_given()) {
+      *exit_code = report_error(
+          "bench", absl::InvalidArgumentError(
+                       "--backend, --op, --dtype and the other transport flags apply to bench "
+                       "transport only"));
+      return;
+    }
+    *exit_code = run_bench(*flags);
+  });
 }
 
 }  // namespace tandem::launcher

@@ -1,0 +1,885 @@
+// tandem bench transport: the Communicator's ops timed over a range of sizes,
+// printed the way nccl-tests prints them (size, count, type, time, algbw,
+// busbw, #wrong), so a user can check a link and compare it with what they
+// know. algbw = bytes / time; busbw = algbw * the op's factor (all_reduce
+// 2(n-1)/n, all_gather (n-1)/n, broadcast and send_recv 1). For all_gather
+// the size is the gathered total and the count is per rank, as in nccl-tests.
+//
+// Launch modes: threads in this process (local); processes this command
+// forks itself (--local-ranks with ucx: the parent is rank 0); processes
+// started by torchrun-style TANDEM_* variables or by mpirun. Every wait has a
+// deadline, and a peer's failure aborts the communicator so the other ranks
+// stop at once instead of waiting.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "launcher/commands.h"
+#include "nlohmann/json.hpp"
+#include "runtime/kernels/cpu/convert.h"
+#include "transport/bootstrap/bootstrap.h"
+#include "transport/communicator.h"
+#include "transport/local/local_world.h"
+#ifdef TANDEM_HAVE_UCX
+#include "transport/ucx/ucx_communicator.h"
+#endif
+#ifdef TANDEM_HAVE_MPI
+#include "transport/mpi/mpi_communicator.h"
+#endif
+
+extern char** environ;
+
+namespace tandem::launcher {
+namespace {
+
+namespace tr = tandem::transport;
+using std::chrono::milliseconds;
+
+// Set in the environment of the ranks that --local-ranks forks, so they
+// rendezvous from TANDEM_* instead of forking again.
+constexpr char kChildVar[] = "TANDEM_BENCH_LOCAL_CHILD";
+constexpr uint64_t kSeed = 0x7a6e64656dULL;
+
+enum class Op { kAllReduce, kAllGather, kBroadcast, kSendRecv };
+
+struct Flags {
+  std::string backend = "ucx";
+  std::string op = "all_reduce";
+  std::string dtype = "f32";
+  std::string min_bytes = "8";
+  std::string max_bytes = "256M";
+  double step_factor = 2;
+  int iters = 20;
+  int warmup = 5;
+  bool check = false;
+  int local_ranks = 0;  // 0: not given
+  std::string timeout = "30s";
+};
+
+// The flags, validated.
+struct Config {
+  std::string backend;
+  Op op = Op::kAllReduce;
+  std::string op_name;
+  tr::DataType type = tr::DataType::kF32;
+  std::string type_name;
+  uint64_t min_bytes = 0, max_bytes = 0;
+  double step_factor = 2;
+  int iters = 0, warmup = 0;
+  bool check = false, json = false;
+  int local_ranks = 0;
+  milliseconds timeout{0};
+};
+
+struct Row {
+  uint64_t bytes = 0;
+  uint64_t count = 0;
+  double time_us = 0;
+  double algbw = 0, busbw = 0;
+  int64_t wrong = -1;  // -1: not checked
+};
+
+// "8", "64K", "256M", "1G" (binary multiples; a trailing B is allowed).
+absl::StatusOr<uint64_t> parse_bytes(const std::string& flag, const std::string& text) {
+  std::string s = absl::AsciiStrToUpper(text);
+  if (!s.empty() && s.back() == 'B') s.pop_back();
+  uint64_t scale = 1;
+  if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G')) {
+    scale = s.back() == 'K' ? (1ull << 10) : s.back() == 'M' ? (1ull << 20) : (1ull << 30);
+    s.pop_back();
+  }
+  uint64_t n = 0;
+  if (s.empty() || !absl::SimpleAtoi(s, &n) || s[0] == '-' || s[0] == '+' || n == 0 ||
+      n > (uint64_t{16} << 30) / scale) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": '", text, "' is not a size from 1 to 16G (a number with an optional K, M or G)"));
+  }
+  return n * scale;
+}
+
+// "30s", "500ms", "2m", or plain seconds.
+absl::StatusOr<milliseconds> parse_duration(const std::string& flag, const std::string& text) {
+  std::string s = text;
+  double scale = 1000;
+  if (s.size() > 2 && s.ends_with("ms")) {
+    scale = 1, s.resize(s.size() - 2);
+  } else if (s.size() > 1 && s.back() == 's') {
+    s.pop_back();
+  } else if (s.size() > 1 && s.back() == 'm') {
+    scale = 60000, s.pop_back();
+  }
+  double v = 0;
+  if (!absl::SimpleAtod(s, &v) || !(v > 0) || v * scale > 86400e3 || v * scale < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": '", text, "' is not a duration from 1ms to 24h (e.g. 30s, 500ms, 2m)"));
+  }
+  return milliseconds(static_cast<int64_t>(v * scale));
+}
+
+absl::StatusOr<Config> validate(const Flags& f, bool json) {
+  Config c;
+  c.backend = f.backend;
+  c.op_name = f.op;
+  c.type_name = f.dtype;
+  static const std::map<std::string, Op> kOps = {{"all_reduce", Op::kAllReduce},
+                                                 {"all_gather", Op::kAllGather},
+                                                 {"broadcast", Op::kBroadcast},
+                                                 {"send_recv", Op::kSendRecv}};
+  static const std::map<std::string, tr::DataType> kTypes = {
+      {"f32", tr::DataType::kF32}, {"f16", tr::DataType::kF16}, {"bf16", tr::DataType::kBF16}};
+  // CLI11 already restricted these; the lookups cannot fail.
+  c.op = kOps.at(f.op);
+  c.type = kTypes.at(f.dtype);
+  TANDEM_ASSIGN_OR_RETURN(c.min_bytes, parse_bytes("--min-bytes", f.min_bytes));
+  TANDEM_ASSIGN_OR_RETURN(c.max_bytes, parse_bytes("--max-bytes", f.max_bytes));
+  if (c.max_bytes < c.min_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-bytes (", c.max_bytes, ") is below --min-bytes (", c.min_bytes, ")"));
+  }
+  TANDEM_ASSIGN_OR_RETURN(c.timeout, parse_duration("--timeout", f.timeout));
+  c.step_factor = f.step_factor;
+  c.iters = f.iters;
+  c.warmup = f.warmup;
+  c.check = f.check;
+  c.json = json;
+  c.local_ranks = f.local_ranks;
+  if (c.local_ranks > 0 && c.backend != "local" && c.backend != "ucx") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--local-ranks works with the local and ucx backends; start ", c.backend,
+                     " ranks with mpirun -np N"));
+  }
+  return c;
+}
+
+double bus_factor(Op op, int n) {
+  switch (op) {
+    case Op::kAllReduce:
+      return 2.0 * (n - 1) / n;
+    case Op::kAllGather:
+      return static_cast<double>(n - 1) / n;
+    case Op::kBroadcast:
+    case Op::kSendRecv:
+      return 1;
+  }
+  return 1;
+}
+
+// The sizes of the sweep, in bytes: min, min*f, ... up to max, each rounded
+// down to whole elements (whole elements per rank for all_gather), at least
+// one, without repeats. The same on every rank.
+std::vector<uint64_t> sweep(const Config& c, int n) {
+  const uint64_t unit = tr::dtype_size(c.type) * (c.op == Op::kAllGather ? n : 1);
+  std::vector<uint64_t> sizes;
+  for (double s = static_cast<double>(c.min_bytes);
+       s <= static_cast<double>(c.max_bytes) * 1.000001; s *= c.step_factor) {
+    const uint64_t b = std::max<uint64_t>(unit, static_cast<uint64_t>(s) / unit * unit);
+    if (sizes.empty() || sizes.back() != b) sizes.push_back(b);
+  }
+  return sizes;
+}
+
+// Seeded data: element i of rank r is a value in [-1, 1), rounded to the
+// dtype, so every rank can compute every other rank's data (nccl-tests does
+// the same with its seeded generator).
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The element's bits (f32 bits, or f16/bf16 in the low 16).
+uint32_t element_bits(tr::DataType type, int rank, uint64_t i) {
+  const uint64_t h = mix(kSeed ^ (static_cast<uint64_t>(rank) << 48) ^ i);
+  const float v = static_cast<float>(static_cast<int64_t>(h >> 40) - (1 << 23)) / (1 << 23);
+  switch (type) {
+    case tr::DataType::kF16:
+      return kernels::f32_to_fp16(v);
+    case tr::DataType::kBF16:
+      return kernels::f32_to_bf16(v);
+    default: {
+      uint32_t b;
+      std::memcpy(&b, &v, 4);
+      return b;
+    }
+  }
+}
+
+double bits_value(tr::DataType type, uint32_t bits) {
+  switch (type) {
+    case tr::DataType::kF16:
+      return kernels::fp16_to_f32(static_cast<uint16_t>(bits));
+    case tr::DataType::kBF16:
+      return kernels::bf16_to_f32(static_cast<uint16_t>(bits));
+    default: {
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+  }
+}
+
+uint32_t load_bits(const std::byte* p, size_t elt) {
+  uint32_t b = 0;
+  if (elt == 4) {
+    std::memcpy(&b, p, 4);
+  } else {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    b = h;
+  }
+  return b;
+}
+
+void fill(std::byte* out, uint64_t count, tr::DataType type, int rank) {
+  const size_t elt = tr::dtype_size(type);
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint32_t b = element_bits(type, rank, i);
+    if (elt == 4) {
+      std::memcpy(out + i * 4, &b, 4);
+    } else {
+      const uint16_t h = static_cast<uint16_t>(b);
+      std::memcpy(out + i * 2, &h, 2);
+    }
+  }
+}
+
+// Elements of `got` that differ from rank `src`'s seeded data, bit for bit.
+uint64_t count_mismatches(const std::byte* got, uint64_t count, tr::DataType type, int src) {
+  const size_t elt = tr::dtype_size(type);
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    wrong += load_bits(got + i * elt, elt) != element_bits(type, src, i);
+  }
+  return wrong;
+}
+
+// all_reduce: the sum computed exactly (in double, from the same rounded
+// inputs), within the dtype's rounding: the transport adds f16/bf16 in f32
+// and rounds after every addition, so each of the n-1 additions may be off
+// by half an ulp of a partial sum, bounded by the sum of magnitudes.
+uint64_t count_wrong_sums(const std::byte* got, uint64_t count, tr::DataType type, int n) {
+  const size_t elt = tr::dtype_size(type);
+  const double unit_roundoff = type == tr::DataType::kF32   ? 0x1p-24
+                               : type == tr::DataType::kF16 ? 0x1p-11
+                                                            : 0x1p-8;
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    double sum = 0, magnitude = 0;
+    for (int r = 0; r < n; ++r) {
+      const double v = bits_value(type, element_bits(type, r, i));
+      sum += v;
+      magnitude += std::fabs(v);
+    }
+    const double tol = 2 * unit_roundoff * std::max(1, n - 1) * magnitude + 1e-7;
+    const double v = bits_value(type, load_bits(got + i * elt, elt));
+    wrong += !(std::fabs(v - sum) <= tol);  // NaN counts as wrong
+  }
+  return wrong;
+}
+
+// What each rank reports for one size; swapped as raw bytes.
+struct RankResult {
+  double median_us = 0;
+  uint64_t wrong = 0;
+};
+static_assert(sizeof(RankResult) == 16);
+
+class RankBench {
+ public:
+  RankBench(tr::Communicator& comm, const Config& c)
+      : comm_(comm), c_(c), n_(comm.size()), rank_(comm.rank()), elt_(tr::dtype_size(c.type)) {}
+
+  // Runs the sweep; on rank 0 calls on_row for each size as it completes.
+  absl::Status run(const std::function<void(const Row&)>& on_row) {
+    const std::vector<uint64_t> sizes = sweep(c_, n_);
+    const uint64_t max_bytes = sizes.back();
+    // Buffers for the largest size, allocated once.
+    switch (c_.op) {
+      case Op::kAllReduce:
+        src_.resize(max_bytes);
+        work_.resize(max_bytes);
+        break;
+      case Op::kAllGather:
+        src_.resize(max_bytes / n_);
+        work_.resize(max_bytes);
+        break;
+      case Op::kBroadcast:
+        work_.resize(max_bytes);
+        break;
+      case Op::kSendRecv:
+        src_.resize(max_bytes);
+        work_.resize(max_bytes);
+        break;
+    }
+    const int seeded_rank = c_.op == Op::kBroadcast ? 0 : rank_;
+    std::byte* seeded = c_.op == Op::kBroadcast ? work_.data() : src_.data();
+    fill(seeded, (c_.op == Op::kBroadcast ? work_.size() : src_.size()) / elt_, c_.type,
+         seeded_rank);
+    times_.resize(c_.iters);
+    std::vector<RankResult> all(n_);
+    for (uint64_t bytes : sizes) {
+      TANDEM_ASSIGN_OR_RETURN(RankResult mine, run_size(bytes));
+      TANDEM_RETURN_IF_ERROR(
+          comm_.all_gather(&mine, all.data(), sizeof(RankResult), tr::DataType::kU8, deadline()));
+      if (rank_ != 0) continue;
+      Row row;
+      row.bytes = bytes;
+      row.count = c_.op == Op::kAllGather ? bytes / elt_ / n_ : bytes / elt_;
+      row.wrong = c_.check ? 0 : -1;
+      for (const RankResult& r : all) {
+        row.time_us = std::max(row.time_us, r.median_us);
+        if (c_.check) row.wrong += static_cast<int64_t>(r.wrong);
+      }
+      row.algbw = static_cast<double>(bytes) / std::max(row.time_us, 1e-3) / 1e3;
+      row.busbw = row.algbw * bus_factor(c_.op, n_);
+      on_row(row);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  tr::Deadline deadline() const { return tr::deadline_in(c_.timeout); }
+
+  // Restores what the previous iteration overwrote (untimed); before the
+  // checked (last) iteration also poisons the receive side, so stale data
+  // from an earlier iteration cannot pass the check.
+  void prepare(uint64_t bytes, bool last) {
+    const bool poison = last && c_.check;
+    switch (c_.op) {
+      case Op::kAllReduce:
+        std::memcpy(work_.data(), src_.data(), bytes);
+        break;
+      case Op::kBroadcast:
+        if (poison && rank_ != 0) std::memset(work_.data(), 0xff, bytes);
+        break;
+      case Op::kAllGather:
+      case Op::kSendRecv:
+        if (poison) std::memset(work_.data(), 0xff, bytes);
+        break;
+    }
+  }
+
+  absl::Status run_op(uint64_t bytes) {
+    switch (c_.op) {
+      case Op::kAllReduce:
+        return comm_.all_reduce(work_.data(), bytes / elt_, c_.type, tr::ReduceOp::kSum,
+                                deadline());
+      case Op::kAllGather:
+        return comm_.all_gather(src_.data(), work_.data(), bytes / elt_ / n_, c_.type, deadline());
+      case Op::kBroadcast:
+        return comm_.broadcast(work_.data(), bytes, 0, deadline());
+      case Op::kSendRecv: {
+        // Every rank sends to the next and receives from the previous, as
+        // nccl-tests' sendrecv does.
+        const int next = (rank_ + 1) % n_, prev = (rank_ + n_ - 1) % n_;
+        TANDEM_ASSIGN_OR_RETURN(auto recv, comm_.irecv(work_.data(), bytes, prev, 0));
+        TANDEM_ASSIGN_OR_RETURN(auto send, comm_.isend(src_.data(), bytes, next, 0));
+        const tr::Deadline d = deadline();
+        TANDEM_RETURN_IF_ERROR(send->wait(d));
+        return recv->wait(d);
+      }
+    }
+    return absl::InternalError("unknown op");
+  }
+
+  uint64_t count_wrong(uint64_t bytes) const {
+    switch (c_.op) {
+      case Op::kAllReduce:
+        return count_wrong_sums(work_.data(), bytes / elt_, c_.type, n_);
+      case Op::kBroadcast:
+        return count_mismatches(work_.data(), bytes / elt_, c_.type, 0);
+      case Op::kAllGather: {
+        const uint64_t per_rank = bytes / n_;
+        uint64_t wrong = 0;
+        for (int r = 0; r < n_; ++r) {
+          wrong += count_mismatches(work_.data() + r * per_rank, per_rank / elt_, c_.type, r);
+        }
+        return wrong;
+      }
+      case Op::kSendRecv:
+        return count_mismatches(work_.data(), bytes / elt_, c_.type, (rank_ + n_ - 1) % n_);
+    }
+    return 0;
+  }
+
+  absl::StatusOr<RankResult> run_size(uint64_t bytes) {
+    const std::string what = absl::StrCat(c_.op_name, " of ", bytes, " B: ");
+    TANDEM_RETURN_IF_ERROR(comm_.barrier(deadline()));
+    const int total = c_.warmup + c_.iters;
+    for (int it = 0; it < total; ++it) {
+      prepare(bytes, it == total - 1);
+      // Untimed: without it a root whose sends complete eagerly runs ahead,
+      // and the receivers then time data that was already there.
+      if (it > 0) TANDEM_RETURN_IF_ERROR(comm_.barrier(deadline()));
+      const auto start = tr::Clock::now();
+      absl::Status s = run_op(bytes);
+      const auto end = tr::Clock::now();
+      if (!s.ok()) return absl::Status(s.code(), absl::StrCat(what, s.message()));
+      if (it >= c_.warmup) {
+        times_[it - c_.warmup] = std::chrono::duration<double, std::micro>(end - start).count();
+      }
+    }
+    RankResult r;
+    std::nth_element(times_.begin(), times_.begin() + c_.iters / 2, times_.end());
+    r.median_us = times_[c_.iters / 2];
+    if (c_.check) r.wrong = count_wrong(bytes);
+    return r;
+  }
+
+  tr::Communicator& comm_;
+  const Config& c_;
+  const int n_, rank_;
+  const size_t elt_;
+  std::vector<std::byte> src_, work_;
+  std::vector<double> times_;
+};
+
+// Rank 0's output: the table (streamed row by row) or the JSON array.
+class Printer {
+ public:
+  Printer(const Config& c, int n) : c_(c), n_(n) {}
+
+  void header() {
+    if (c_.json) return;
+    std::printf(
+        "# tandem bench transport: %s, backend %s, %d ranks, %d iterations after %d "
+        "warm-up; time = median over iterations, max over ranks\n",
+        c_.op_name.c_str(), c_.backend.c_str(), n_, c_.iters, c_.warmup);
+    std::printf("# %10s  %12s  %6s  %10s  %8s  %8s  %7s\n", "size", "count", "type", "time",
+                "algbw", "busbw", "#wrong");
+    std::printf("# %10s  %12s  %6s  %10s  %8s  %8s  %7s\n", "(B)", "(elements)", "", "(us)",
+                "(GB/s)", "(GB/s)", "");
+    std::fflush(stdout);
+  }
+
+  void row(const Row& r) {
+    rows_.push_back(r);
+    if (c_.json) return;
+    const std::string wrong = r.wrong < 0 ? "N/A" : std::to_string(r.wrong);
+    std::printf("  %10llu  %12llu  %6s  %10.2f  %8.3f  %8.3f  %7s\n",
+                static_cast<unsigned long long>(r.bytes), static_cast<unsigned long long>(r.count),
+                c_.type_name.c_str(), r.time_us, r.algbw, r.busbw, wrong.c_str());
+    std::fflush(stdout);
+  }
+
+  void footer() {
+    double busbw = 0;
+    for (const Row& r : rows_) busbw += r.busbw;
+    if (!rows_.empty()) busbw /= static_cast<double>(rows_.size());
+    if (!c_.json) {
+      std::printf("# Avg bus bandwidth    : %.3f GB/s\n", busbw);
+      return;
+    }
+    nlohmann::json out = nlohmann::json::array();
+    for (const Row& r : rows_) {
+      out.push_back({{"op", c_.op_name},
+                     {"backend", c_.backend},
+                     {"ranks", n_},
+                     {"type", c_.type_name},
+                     {"size_bytes", r.bytes},
+                     {"count", r.count},
+                     {"time_us", r.time_us},
+                     {"algbw_gb_per_s", r.algbw},
+                     {"busbw_gb_per_s", r.busbw},
+                     {"wrong", r.wrong < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.wrong)}});
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+  }
+
+  int64_t total_wrong() const {
+    int64_t w = 0;
+    for (const Row& r : rows_) w += std::max<int64_t>(r.wrong, 0);
+    return w;
+  }
+
+ private:
+  const Config& c_;
+  const int n_;
+  std::vector<Row> rows_;
+};
+
+// The stderr line that opens every run: backend, world size and which host
+// holds which ranks (gathered over the communicator itself, a first link
+// check).
+absl::Status log_world(tr::Communicator& comm, const Config& c, const std::string& launch) {
+  std::array<char, 64> mine{};
+  ::gethostname(mine.data(), mine.size() - 1);
+  std::vector<char> all(mine.size() * comm.size());
+  TANDEM_RETURN_IF_ERROR(comm.all_gather(mine.data(), all.data(), mine.size(), tr::DataType::kU8,
+                                         tr::deadline_in(c.timeout)));
+  if (comm.rank() != 0) return absl::OkStatus();
+  std::map<std::string, std::vector<int>> hosts;
+  for (int r = 0; r < comm.size(); ++r) {
+    hosts[std::string(all.data() + r * mine.size(), strnlen(all.data() + r * mine.size(), 63))]
+        .push_back(r);
+  }
+  std::vector<std::string> parts;
+  for (const auto& [host, ranks] : hosts) {
+    parts.push_back(absl::StrCat(host, " (ranks ", absl::StrJoin(ranks, ","), ")"));
+  }
+  std::fprintf(stderr, "tandem bench transport: backend %s, world size %d, %s, hosts: %s\n",
+               c.backend.c_str(), comm.size(), launch.c_str(), absl::StrJoin(parts, "; ").c_str());
+  return absl::OkStatus();
+}
+
+// One rank's whole run. On failure the communicator is aborted, so the peers
+// stop at once rather than at their deadline. Rank 0 prints.
+absl::Status run_on(tr::Communicator& comm, const Config& c, const std::string& launch) {
+  Printer printer(c, comm.size());
+  absl::Status s = log_world(comm, c, launch);
+  if (s.ok()) {
+    if (comm.rank() == 0) printer.header();
+    RankBench bench(comm, c);
+    s = bench.run([&](const Row& r) { printer.row(r); });
+  }
+  if (!s.ok()) {
+    comm.abort(s);
+    return s;
+  }
+  if (comm.rank() == 0) {
+    printer.footer();
+    if (printer.total_wrong() > 0) {
+      return absl::DataLossError(absl::StrCat(printer.total_wrong(), " wrong values in ", c.op_name,
+                                              " (see the #wrong column)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status with_rank(int rank, int n, const absl::Status& s) {
+  if (n <= 1 || s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("rank ", rank, ": ", s.message()));
+}
+
+// --backend local: n threads, one communicator each. The first failure is
+// the cause; the others are its echo (ABORTED, UNAVAILABLE).
+absl::Status run_local(const Config& c) {
+  const int n = std::max(1, c.local_ranks);
+  auto world = tr::make_local_world(n);
+  std::mutex mu;
+  std::optional<absl::Status> first;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      absl::Status s = run_on(*world[r], c, "threads in one process");
+      if (s.ok()) return;
+      std::lock_guard<std::mutex> lock(mu);
+      if (!first) first = with_rank(r, n, s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return first.value_or(absl::OkStatus());
+}
+
+// The process's own argv, to re-exec it for the other local ranks.
+absl::StatusOr<std::vector<std::string>> own_argv() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t start = 0; start < all.size();) {
+    const size_t end = all.find('\0', start);
+    args.push_back(all.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (args.empty()) return absl::InternalError("cannot read /proc/self/cmdline");
+  return args;
+}
+
+// A port that was free a moment ago on 127.0.0.1 (the store binds it with
+// SO_REUSEADDR).
+absl::StatusOr<uint16_t> free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  if (!ok) return absl::UnavailableError("cannot find a free port on 127.0.0.1");
+  return ntohs(a.sin_port);
+}
+
+std::string random_token() {
+  std::random_device rd;
+  std::string t;
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&t, absl::Hex(rd(), absl::kZeroPad8));
+  return t;
+}
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("was killed by signal ", WTERMSIG(status));
+  return "stopped";
+}
+
+// The ranks 1..n-1 that --local-ranks forks. Watches them from a thread: the
+// first that fails aborts rank 0's communicator (once there is one). Kills
+// and reaps whatever still runs when destroyed.
+class LocalRanks {
+ public:
+  ~LocalRanks() {
+    stop_ = true;
+    if (watcher_.joinable()) watcher_.join();
+    for (Child& c : children_) {
+      if (c.running) {
+        ::kill(c.pid, SIGKILL);
+        int st = 0;
+        ::waitpid(c.pid, &st, 0);
+      }
+    }
+  }
+
+  absl::Status spawn(int n, const std::map<std::string, std::string>& extra_env) {
+    TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> args, own_argv());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (int r = 1; r < n; ++r) {
+      std::map<std::string, std::string> env_map;
+      for (char** e = environ; *e != nullptr; ++e) {
+        const std::string kv(*e);
+        const size_t eq = kv.find('=');
+        if (eq != std::string::npos) env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      for (const auto& [k, v] : extra_env) env_map[k] = v;
+      env_map["TANDEM_RANK"] = std::to_string(r);
+      env_map[kChildVar] = "1";
+      std::vector<std::string> env_strings;
+      for (const auto& [k, v] : env_map) env_strings.push_back(k + "=" + v);
+      std::vector<char*> envp;
+      for (auto& s : env_strings) envp.push_back(s.data());
+      envp.push_back(nullptr);
+      pid_t pid = -1;
+      const int rc =
+          ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
+      if (rc != 0) {
+        return absl::InternalError(absl::StrCat("cannot start rank ", r, ": ", std::strerror(rc)));
+      }
+      children_.push_back({pid, r, true});
+    }
+    watcher_ = std::thread([this] { watch(); });
+    return absl::OkStatus();
+  }
+
+  // Rank 0's communicator, aborted when a child fails; nullptr to detach.
+  void set_comm(tr::Communicator* comm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    comm_ = comm;
+    if (comm_ != nullptr && failure_) comm_->abort(*failure_);
+  }
+
+  std::optional<absl::Status> failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
+
+  // Waits until every child has exited, or the deadline; then the first
+  // failure, if any.
+  absl::Status wait_all(tr::Deadline deadline) {
+    while (tr::Clock::now() < deadline) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (failure_) return *failure_;
+        if (std::none_of(children_.begin(), children_.end(),
+                         [](const Child& c) { return c.running; })) {
+          return absl::OkStatus();
+        }
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    std::vector<int> late;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Child& c : children_) {
+      if (c.running) late.push_back(c.rank);
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("ranks ", absl::StrJoin(late, ","), " did not exit in time"));
+  }
+
+ private:
+  struct Child {
+    pid_t pid;
+    int rank;
+    bool running;
+  };
+
+  void watch() {
+    while (!stop_) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (Child& c : children_) {
+          int st = 0;
+          if (!c.running || ::waitpid(c.pid, &st, WNOHANG) != c.pid) continue;
+          c.running = false;
+          if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
+          if (!failure_) {
+            failure_ =
+                absl::UnavailableError(absl::StrCat("rank ", c.rank, " ", describe_exit(st)));
+            if (comm_ != nullptr) comm_->abort(*failure_);
+          }
+        }
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  }
+
+  std::mutex mu_;
+  std::vector<Child> children_;
+  tr::Communicator* comm_ = nullptr;
+  std::optional<absl::Status> failure_;
+  std::atomic<bool> stop_{false};
+  std::thread watcher_;
+};
+
+#ifdef TANDEM_HAVE_UCX
+// Rendezvous, the UCX communicator, the run and a closing store barrier (so
+// no rank tears down its endpoints while a peer still reads from them).
+absl::Status run_ucx_rank(const tr::BootstrapConfig& config, const Config& c,
+                          const std::string& launch, LocalRanks* children) {
+  TANDEM_ASSIGN_OR_RETURN(auto boot, tr::Bootstrap::create(config));
+  tr::UcxOptions options;
+  options.setup_timeout = c.timeout;
+  TANDEM_ASSIGN_OR_RETURN(auto comm, tr::make_ucx_communicator(*boot, options));
+  if (children != nullptr) children->set_comm(comm.get());
+  absl::Status s = run_on(*comm, c, launch);
+  if (s.ok()) s = boot->barrier(boot->default_deadline());
+  if (children != nullptr) children->set_comm(nullptr);
+  return s;
+}
+
+absl::Status run_ucx(const Config& c) {
+  const bool child = std::getenv(kChildVar) != nullptr;
+  if (c.local_ranks == 0 || child) {
+    // Started by torchrun-style TANDEM_* or by mpirun (rank and size from
+    // its environment, the rendezvous from TANDEM_MASTER_*).
+    TANDEM_ASSIGN_OR_RETURN(tr::BootstrapConfig config, tr::config_from_env());
+    config.timeout = c.timeout;
+    const std::string launch = child ? "forked by --local-ranks" : "ranks from the environment";
+    return with_rank(config.rank, config.world_size, run_ucx_rank(config, c, launch, nullptr));
+  }
+  tr::BootstrapConfig config;
+  config.rank = 0;
+  config.world_size = c.local_ranks;
+  config.master_addr = "127.0.0.1";
+  TANDEM_ASSIGN_OR_RETURN(config.master_port, free_port());
+  config.token = random_token();
+  config.timeout = c.timeout;
+  LocalRanks children;
+  if (c.local_ranks > 1) {
+    TANDEM_RETURN_IF_ERROR(children.spawn(
+        c.local_ranks, {{"TANDEM_WORLD_SIZE", std::to_string(c.local_ranks)},
+                        {"TANDEM_MASTER_ADDR", "127.0.0.1"},
+                        {"TANDEM_MASTER_PORT", std::to_string(config.master_port)},
+                        {"TANDEM_CLUSTER_TOKEN", config.token},
+                        {"TANDEM_BOOTSTRAP_TIMEOUT_MS", std::to_string(c.timeout.count())}}));
+  }
+  absl::Status s = run_ucx_rank(config, c, "processes forked on this box", &children);
+  if (!s.ok()) {
+    // A child's death is the cause; rank 0's own error is then its echo.
+    if (auto f = children.failure()) return *f;
+    return with_rank(0, c.local_ranks, s);
+  }
+  return children.wait_all(tr::deadline_in(c.timeout));
+}
+#endif
+
+absl::Status run_transport_status(const Config& c) {
+  if (c.backend == "local") return run_local(c);
+  if (c.backend == "ucx") {
+#ifdef TANDEM_HAVE_UCX
+    return run_ucx(c);
+#else
+    return absl::UnimplementedError("the ucx backend is not built into this binary");
+#endif
+  }
+  if (c.backend == "mpi") {
+#ifdef TANDEM_HAVE_MPI
+    if (!tr::launched_by_mpirun()) {
+      std::fprintf(stderr, "tandem bench transport: not started by mpirun: one rank\n");
+    }
+    TANDEM_ASSIGN_OR_RETURN(auto comm, tr::make_mpi_communicator());
+    return with_rank(comm->rank(), comm->size(), run_on(*comm, c, "started by mpirun"));
+#else
+    return absl::UnimplementedError(
+        "the mpi backend is not built into this binary (no MPI found at build time)");
+#endif
+  }
+  return absl::UnimplementedError(
+      absl::StrCat("the ", c.backend, " backend is not built into this binary"));
+}
+
+int run_transport(const Config& c) {
+  absl::Status s = run_transport_status(c);
+  return s.ok() ? 0 : report_error("bench", s);
+}
+
+}  // namespace
+
+BenchTransportHooks add_bench_transport_options(CLI::App& bench) {
+  auto f = std::make_shared<Flags>();
+  std::vector<CLI::Option*> options = {
+      bench.add_option("--backend", f->backend, "transport: ucx | mpi | nccl | local")
+          ->check(CLI::IsMember({"ucx", "mpi", "nccl", "local"})),
+      bench.add_option("--op", f->op, "transport: all_reduce | all_gather | broadcast | send_recv")
+          ->check(CLI::IsMember({"all_reduce", "all_gather", "broadcast", "send_recv"})),
+      bench.add_option("--dtype", f->dtype, "transport: f32 | bf16 | f16")
+          ->check(CLI::IsMember({"f32", "bf16", "f16"})),
+      bench.add_option("--min-bytes", f->min_bytes, "transport: smallest size, e.g. 8, 64K"),
+      bench.add_option("--max-bytes", f->max_bytes, "transport: largest size, e.g. 256M, 1G"),
+      bench.add_option("--step-factor", f->step_factor, "transport: size multiplier per row")
+          ->check(CLI::Range(1.001, 1024.0)),
+      bench.add_option("--iters", f->iters, "transport: timed iterations per size")
+          ->check(CLI::Range(1, 1000000)),
+      bench.add_option("--warmup", f->warmup, "transport: untimed iterations per size")
+          ->check(CLI::Range(0, 1000000)),
+      bench.add_flag("--check", f->check, "transport: verify results against seeded data"),
+      bench
+          .add_option("--local-ranks", f->local_ranks,
+                      "transport: run N ranks on this box (threads for local, processes for ucx)")
+          ->check(CLI::Range(1, 256)),
+      bench.add_option("--timeout", f->timeout, "transport: deadline of every wait, e.g. 30s"),
+  };
+  BenchTransportHooks hooks;
+  hooks.any_flag_given = [options] {
+    return std::any_of(options.begin(), options.end(),
+                       [](const CLI::Option* o) { return o->count() > 0; });
+  };
+  hooks.run = [f](bool json) {
+    auto c = validate(*f, json);
+    if (!c.ok()) return report_error("bench", c.status());
+    return run_transport(*c);
+  };
+  return hooks;
+}
+
+}  // namespace tandem::launcher
