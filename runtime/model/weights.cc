@@ -21,11 +21,20 @@ struct WeightStore::Buffer {
   HostBuffer memory;
 };
 
+namespace {
+
+// Read by row lookups (kernels::dequantize_row), and also the output head when
+// the model ties them, so it stays row-major: the unpacked kernels serve it.
+constexpr std::string_view kEmbeddingName = "token_embd.weight";
+
+}  // namespace
+
 WeightStore::WeightStore(const gguf::File& file) : file_(file) {}
 
 absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Create(const gguf::File& file,
                                                                  const LoadOptions& options) {
   std::unique_ptr<WeightStore> store(new WeightStore(file));
+  store->pack_ = options.pack;
   if (options.use_mmap) TANDEM_RETURN_IF_ERROR(store->map_file());
   return store;
 }
@@ -56,8 +65,8 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
   const std::string name(name_view);  // this abseil's StrCat takes no std::string_view
   const gguf::TensorInfo* info = file_.find_tensor(name);
   if (info == nullptr) return std::optional<Weight>();
-  const std::vector<int64_t> want =
-      kind == Kind::kF32Vector ? std::vector<int64_t>{n_cols} : std::vector<int64_t>{n_cols, n_rows};
+  const std::vector<int64_t> want = kind == Kind::kF32Vector ? std::vector<int64_t>{n_cols}
+                                                             : std::vector<int64_t>{n_cols, n_rows};
   if (info->dims != want) {
     return absl::InvalidArgumentError(absl::StrCat(
         file_.path(), ": tensor '", name, "' has shape [", absl::StrJoin(info->dims, ", "),
@@ -68,8 +77,8 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
                                                  dtype_name(info->type), "; norms must be f32"));
   }
   if (kind == Kind::kMatrix && !kernels::kernels_support(info->type)) {
-    return absl::UnimplementedError(absl::StrCat(file_.path(), ": tensor '", name,
-                                                 "' has type ", dtype_name(info->type),
+    return absl::UnimplementedError(absl::StrCat(file_.path(), ": tensor '", name, "' has type ",
+                                                 dtype_name(info->type),
                                                  ", which this build does not support"));
   }
   Weight w;
@@ -81,8 +90,11 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
   if (mapping_ != nullptr) {
     w.data = mapping_ + info->file_offset;
   } else {
+    const bool pack =
+        pack_ && kind == Kind::kMatrix && name != kEmbeddingName && kernels::pack_preferred(w.type);
+    const size_t bytes = pack ? kernels::packed_bytes(w.type, w.n_rows, w.n_cols) : info->n_bytes;
     auto buffer = std::make_unique<Buffer>();
-    auto memory = HostBuffer::Allocate(info->n_bytes);
+    auto memory = HostBuffer::Allocate(bytes);
     if (!memory.ok()) {
       return absl::ResourceExhaustedError(
           absl::StrCat("loading '", name, "': ", memory.status().message()));
@@ -90,6 +102,11 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
     buffer->memory = std::move(*memory);
     TANDEM_RETURN_IF_ERROR(file_.read_tensor(*info, buffer->memory.data()));
     w.data = buffer->memory.data();
+    if (pack) {
+      // In place: the buffer holds the row-major tensor at its start.
+      const kernels::Matrix packed = kernels::pack(w.matrix(), buffer->memory.data());
+      w.layout = packed.layout;
+    }
     buffers_.push_back(std::move(buffer));
   }
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -98,8 +115,8 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
   return std::optional<Weight>(std::move(w));
 }
 
-absl::StatusOr<Weight> WeightStore::load(std::string_view name_view, int64_t n_cols,
-                                         int64_t n_rows, Kind kind) {
+absl::StatusOr<Weight> WeightStore::load(std::string_view name_view, int64_t n_cols, int64_t n_rows,
+                                         Kind kind) {
   const std::string name(name_view);
   TANDEM_ASSIGN_OR_RETURN(std::optional<Weight> w, load_optional(name, n_cols, n_rows, kind));
   if (!w) {

@@ -1,7 +1,9 @@
 // Weights in memory the engine owns: each tensor is read from the GGUF file by
 // a ranged read into an aligned buffer (or, as an option, pointed into a
 // read-only mapping of the file). Shapes and types are checked on load so the
-// model code can trust them.
+// model code can trust them. Matrices the kernels read faster in their packed
+// layout (Q8_0/Q4_0 on AVX2 and AVX-512) are repacked once, in place, here;
+// the token embedding, read row by row, never is.
 #pragma once
 
 #include <cstdint>
@@ -25,14 +27,23 @@ struct Weight {
   int64_t n_rows = 0;
   int64_t n_cols = 0;
   const void* data = nullptr;
+  // kPacked only for matrices: then data is for kernels::matmul alone.
+  kernels::Layout layout = kernels::Layout::kRowMajor;
 
-  kernels::Matrix matrix() const { return {type, data, n_rows, n_cols}; }
+  kernels::Matrix matrix() const { return {type, data, n_rows, n_cols, layout}; }
   const float* f32() const { return static_cast<const float*>(data); }
-  size_t bytes() const { return row_bytes(type, n_cols) * static_cast<size_t>(n_rows); }
+  size_t bytes() const {
+    return layout == kernels::Layout::kPacked
+               ? kernels::packed_bytes(type, n_rows, n_cols)
+               : row_bytes(type, n_cols) * static_cast<size_t>(n_rows);
+  }
 };
 
 struct LoadOptions {
   bool use_mmap = false;  // map the file instead of reading into owned memory
+  // Repack matrices where kernels::pack_preferred says it pays (never with
+  // use_mmap: the mapping is read-only).
+  bool pack = true;
 };
 
 struct LoadStats {
@@ -69,6 +80,7 @@ class WeightStore {
   const uint8_t* mapping_ = nullptr;
   size_t mapping_size_ = 0;
   LoadStats stats_;
+  bool pack_ = true;
 };
 
 }  // namespace tandem::model

@@ -161,6 +161,9 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
+// Bytes ahead of each stream that the packed one-token kernel prefetches.
+inline constexpr int kPackedPrefetch = 1024;
+
 inline __m256i broadcast_x(const int8_t* xq, int k) {
   return _mm256_set1_epi32(load_i32(xq + 4 * k));
 }
@@ -247,8 +250,14 @@ struct PackedKernel {
         }
       }
     }
-    // Stores only the first n_valid rows: the padding rows of the last group
-    // have no place in y.
+    store<T>(a, r, t, n_valid, acc);
+  }
+
+  // Stores only the first n_valid rows: the padding rows of the last group
+  // have no place in y.
+  template <int T>
+  static void store(const MatmulArgs& a, int64_t r, int64_t t, int n_valid,
+                    const __m256 (&acc)[2][T]) {
     for (int j = 0; j < T; ++j) {
       float* y = a.y + (t + j) * a.ldy + r;
       if (n_valid == 16) {
@@ -261,6 +270,57 @@ struct PackedKernel {
         std::memcpy(y, tmp, sizeof(float) * n_valid);
       }
     }
+  }
+
+  // One token, G groups side by side: several memory streams in flight, as
+  // one core needs to reach the bandwidth (see the AVX-512 kernel).
+  template <int G>
+  static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
+    const int64_t nb = a.n_cols / 32;
+    const uint16_t* scales[G];
+    const uint8_t* quants[G];
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* group = a.w + (r / 16 + g) * a.w_stride;
+      scales[g] = reinterpret_cast<const uint16_t*>(group);
+      quants[g] = group + nb * 16 * sizeof(uint16_t);
+    }
+    const auto* x = reinterpret_cast<const BlockQ8_0*>(a.x);
+    const auto* xs = reinterpret_cast<const BlockSum*>(a.x + a.x_sums_offset);
+    __m256 acc[G][2];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 dx = _mm256_set1_ps(xs[b].d);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* q = quants[g] + b * Half::kQuantBytes;
+#pragma GCC unroll 8
+        for (size_t l = 0; l < Half::kQuantBytes; l += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(q) + kPackedPrefetch + l, _MM_HINT_T0);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          Half w;
+          w.load(q + 32 * h);
+          const __m256 dw = _mm256_cvtph_ps(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales[g] + b * 16 + 8 * h)));
+          const __m256i s = w.dot(x[b].qs, xs[b].bias);
+          acc[g][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dx), acc[g][h]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      const __m256 both[2][1] = {{acc[g][0]}, {acc[g][1]}};
+      store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
+    }
+  }
+
+  static void decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    auto n_valid = [&](int64_t r) { return static_cast<int>(std::min<int64_t>(16, r1 - r)); };
+    int64_t r = r0;
+    for (; r + 48 < r1; r += 64) decode_groups<4>(a, r, n_valid(r + 48));
+    for (; r < r1; r += 16) decode_groups<1>(a, r, n_valid(r));
   }
 };
 

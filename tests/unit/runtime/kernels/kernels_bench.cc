@@ -12,6 +12,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "runtime/kernels/cpu/convert.h"
 #include "runtime/kernels/cpu/matmul.h"
 #include "runtime/tensor/host_buffer.h"
@@ -86,7 +90,54 @@ void BM_Matmul(benchmark::State& state, DType type, Layout layout, Isa isa) {
                                                benchmark::Counter::kIsRate);
 }
 
+// A plain read of the same rotating copies of the q4_0 matrix, split over the
+// threads as matmul splits rows: the bound the decode numbers are measured
+// against (GB/s of kernel / GB/s of read = fraction of bound).
+void BM_Read(benchmark::State& state) {
+  const int n_threads = static_cast<int>(state.range(0));
+  const Weights& w = weights(DType::kQ4_0, Layout::kRowMajor);
+  ThreadPool pool(n_threads);
+  std::vector<uint64_t> sinks(static_cast<size_t>(n_threads) * 8);
+  size_t next = 0;
+  const int64_t n_words = static_cast<int64_t>(w.bytes / sizeof(uint64_t)) / 8 * 8;
+  for (auto _ : state) {
+    const auto* data = reinterpret_cast<const uint64_t*>(w.copies[next].data());
+    next = (next + 1) % w.copies.size();
+    pool.run([&](int i, int nth) {
+      const int64_t begin = n_words * i / nth / 8 * 8;
+      const int64_t end = n_words * (i + 1) / nth / 8 * 8;
+#if defined(__SSE2__)
+      // As tandem bench's read loop: SSE2, four independent accumulators.
+      __m128i a[4] = {};
+      for (int64_t k = begin; k < end; k += 8) {
+        for (int j = 0; j < 4; ++j) {
+          a[j] = _mm_add_epi64(a[j],
+                               _mm_load_si128(reinterpret_cast<const __m128i*>(data + k + 2 * j)));
+        }
+      }
+      for (int j = 0; j < 4; ++j)
+        sinks[i * 8 + j] += static_cast<uint64_t>(_mm_cvtsi128_si64(a[j]));
+#else
+      uint64_t acc[8] = {};
+      for (int64_t k = begin; k < end; k += 8) {
+        for (int j = 0; j < 8; ++j) acc[j] += data[k + j];
+      }
+      for (int j = 0; j < 8; ++j) sinks[i * 8 + j] += acc[j];
+#endif
+    });
+    benchmark::DoNotOptimize(sinks.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(
+      static_cast<double>(n_words) * 8 * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("read-bound", BM_Read)
+      ->ArgNames({"threads"})
+      ->Arg(1)
+      ->Arg(2)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
   for (Isa isa : available_isas()) {
     for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kF16, DType::kBF16, DType::kF32}) {
       for (Layout layout : {Layout::kRowMajor, Layout::kPacked}) {
