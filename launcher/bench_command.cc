@@ -63,10 +63,8 @@ absl::StatusOr<double> time_decode(engine::Engine& e, int n) {
   for (int i = 0; i <= n && status.ok(); ++i) {
     if (i == 1) start = now_seconds();  // the prompt step is not a decode step
     auto logits = e.forward({std::span(&token, 1), std::span(&pos, 1), std::span(&seq, 1), {}});
-    if (!logits.ok())
-      status = logits.status();
-    else
-      token = argmax(*logits);
+    if (!logits.ok()) status = logits.status();
+    else token = argmax(*logits);
     ++pos;
   }
   e.close_sequence(0);
@@ -101,20 +99,19 @@ uint64_t bytes_per_token(const engine::Engine& e) {
 
 int run_bench(const BenchFlags& f) {
   if (f.mode != "decode" && f.mode != "prefill") {
-    return report_error(
-        "bench", absl::InvalidArgumentError(absl::StrCat("unknown benchmark '", f.mode,
-                                                         "' (decode, prefill or transport)")));
+    return report_error("bench", absl::InvalidArgumentError(absl::StrCat(
+                                     "unknown benchmark '", f.mode,
+                                     "' (decode, prefill or transport)")));
   }
   if (f.model.empty()) {
-    return report_error(
-        "bench", absl::InvalidArgumentError(absl::StrCat("--model is required for ", f.mode)));
+    return report_error("bench", absl::InvalidArgumentError(
+                                     absl::StrCat("--model is required for ", f.mode)));
   }
   const bool decode = f.mode == "decode";
   const int max_prompt = *std::max_element(f.prompt_tokens.begin(), f.prompt_tokens.end());
   nlohmann::json rows = nlohmann::json::array();
   if (!f.json) {
-    std::printf(
-        "| model | size | type | threads | test | t/s | bound t/s | of bound | GB/s read |\n");
+    std::printf("| model | size | type | threads | test | t/s | bound t/s | of bound | GB/s read |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
   }
   for (int t : f.threads) {
@@ -142,14 +139,9 @@ int run_bench(const BenchFlags& f) {
       const Sample s = summarize(speeds);
       const double bound = bandwidth / static_cast<double>(per_token);
       const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
-      nlohmann::json row = {{"model", name},
-                            {"size_bytes", per_token},
-                            {"type", type},
-                            {"threads", t},
-                            {"test", test},
-                            {"tokens_per_s", s.mean},
-                            {"stddev", s.stddev},
-                            {"read_gb_per_s", bandwidth / 1e9},
+      nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
+                            {"threads", t}, {"test", test}, {"tokens_per_s", s.mean},
+                            {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
                             {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
       if (decode) {
         row["bound_tokens_per_s"] = bound;
@@ -157,12 +149,11 @@ int run_bench(const BenchFlags& f) {
       }
       rows.push_back(row);
       if (!f.json) {
-        std::printf(
-            "| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f |\n", name.c_str(),
-            per_token / 1e9, type.c_str(), t, test.c_str(), s.mean, s.stddev,
-            decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
-            decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
-            bandwidth / 1e9);
+        std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f |\n", name.c_str(),
+                    per_token / 1e9, type.c_str(), t, test.c_str(), s.mean, s.stddev,
+                    decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
+                    decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
+                    bandwidth / 1e9);
         std::fflush(stdout);
       }
     }
@@ -175,28 +166,23 @@ int run_bench(const BenchFlags& f) {
 
 void add_bench_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* cmd = app.add_subcommand(
-      "bench", "Measure decode or prefill speed of a model, or the transport's links");
+  CLI::App* cmd = app.add_subcommand("bench", "Measure decode or prefill speed of a model, or the transport's links");
   cmd->add_option("mode", flags->mode, "decode | prefill | transport")->required();
   cmd->add_option("--model", flags->model, "GGUF model file");
-  cmd->add_option("--threads", flags->threads, "Thread counts, e.g. 1,2")
-      ->delimiter(',')
+  cmd->add_option("--threads", flags->threads, "Thread counts, e.g. 1,2")->delimiter(',')
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("--prompt-tokens", flags->prompt_tokens,
-                  "Prompt lengths for prefill, e.g. 128,512")
-      ->delimiter(',')
-      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt lengths for prefill, e.g. 128,512")
+      ->delimiter(',')->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gen-tokens", flags->gen_tokens, "Decode steps")->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")
-      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", flags->json, "Print JSON rows instead of a table");
   BenchTransportHooks transport = add_bench_transport_options(*cmd);
   cmd->callback([flags, exit_code, transport, cmd] {
     // One subcommand, two sets of flags: refuse those of the other mode
     // rather than ignore them silently.
     if (flags->mode == "transport") {
-      for (const char* name :
-           {"--model", "--threads", "--prompt-tokens", "--gen-tokens", "--repetitions"}) {
+      for (const char* name : {"--model", "--threads", "--prompt-tokens", "--gen-tokens",
+                               "--repetitions"}) {
         if (cmd->count(name) > 0) {
           *exit_code = report_error(
               "bench", absl::InvalidArgumentError(absl::StrCat(
