@@ -55,7 +55,8 @@ struct PeerSlot {
 
 class UcxCommunicator final : public Communicator {
  public:
-  UcxCommunicator(int rank, int size) : rank_(rank), size_(size), peer_status_(size) {}
+  UcxCommunicator(int rank, int size)
+      : rank_(rank), size_(size), peer_status_(size), stalled_(size, false) {}
   ~UcxCommunicator() override;
 
   absl::Status init(Bootstrap& bootstrap, const UcxOptions& options);
@@ -107,6 +108,12 @@ class UcxCommunicator final : public Communicator {
   std::vector<std::unique_ptr<PeerSlot>> slots_;
   std::vector<absl::Status> peer_status_;  // UNAVAILABLE once a peer failed
   std::unordered_set<OpState*> live_;      // ops UCX still holds
+  // A peer one of whose cancelled ops outlived kCancelGrace (a dead link that
+  // no error reports): later releases to it get the short grace, and the
+  // endpoint is force-closed, so a failed collective with many chunks in
+  // flight does not wait kCancelGrace per chunk, and the worker is not
+  // destroyed over requests UCX still holds (UCX asserts on that).
+  std::vector<bool> stalled_;
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
   bool closing_ = false;
@@ -277,7 +284,8 @@ void UcxCommunicator::release(OpState* op) {
   }
   // Still in flight: cancel, and progress until UCX hands it back. An op
   // already failed by abort() or a peer's death gets only a short grace.
-  auto until = Clock::now() + (op->done ? std::chrono::milliseconds(50) : kCancelGrace);
+  auto until = Clock::now() +
+               (op->done || stalled_[op->peer] ? std::chrono::milliseconds(50) : kCancelGrace);
   op->done = true;
   cancel_locked(*op);
   while (op->ucx_req != nullptr && Clock::now() < until) ucp_worker_progress(worker_.get());
@@ -285,6 +293,7 @@ void UcxCommunicator::release(OpState* op) {
     delete op;
   } else {
     op->orphaned = true;  // the callback frees it; the buffer is UCX's problem now
+    stalled_[op->peer] = true;
   }
 }
 
@@ -308,6 +317,7 @@ UcxCommunicator::~UcxCommunicator() {
   for (OpState* op : ops) {
     op->orphaned = true;
     cancel_locked(*op);
+    if (op->ucx_req != nullptr && !op->is_recv) stalled_[op->peer] = true;
   }
   // Close endpoints: flush to live peers (bounded), force to failed ones.
   std::vector<void*> closing;
@@ -315,7 +325,7 @@ UcxCommunicator::~UcxCommunicator() {
     if (eps_[p] == nullptr) continue;
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    param.flags = peer_status_[p].ok() ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
+    param.flags = peer_status_[p].ok() && !stalled_[p] ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
     ucs_status_ptr_t r = ucp_ep_close_nbx(eps_[p], &param);
     if (r != nullptr && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
   }
