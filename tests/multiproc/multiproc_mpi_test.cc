@@ -1,4 +1,4 @@
-// The MPI backend across real processes: mpirun -np 2 and -np 3 on this box
+// The MPI backend across real processes: mpirun -np 2, 3 and 4 on this box
 // (ob1 over self, vader and tcp, TCP held to loopback), and an MPI singleton
 // started without mpirun. Every run is bounded twice: mpirun's own
 // --timeout, and ours, after which mpirun gets SIGTERM (it kills its ranks)
@@ -47,6 +47,7 @@ void run_mpirun(int world) {
 
 TEST(MultiprocMpi, TwoRanks) { run_mpirun(2); }
 TEST(MultiprocMpi, ThreeRanks) { run_mpirun(3); }
+TEST(MultiprocMpi, FourRanks) { run_mpirun(4); }
 
 TEST(MultiprocMpi, SingletonWithoutMpirun) {
   ProcessGroup g(make_temp_dir());

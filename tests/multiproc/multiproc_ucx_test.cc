@@ -1,6 +1,8 @@
 // The UCX backend across real processes on 127.0.0.1 (UCX_NET_DEVICES=lo, so
 // no traffic leaves the box): point-to-point and the default collectives
-// over TCP and over shared memory, and a rank killed with SIGKILL mid-run.
+// over TCP and over shared memory with 2 to 4 ranks, and a rank killed with
+// SIGKILL mid-run: between exchanges, and by the test in the middle of a
+// stream of large all_reduces.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -15,6 +17,7 @@ struct Run {
   std::string scenario;
   std::string tls;
   bool peer_failure = true;
+  std::map<std::string, std::string> extra_env;
 };
 
 void start(ProcessGroup& g, const Run& run) {
@@ -32,6 +35,7 @@ void start(ProcessGroup& g, const Run& run) {
         {"UCX_NET_DEVICES", "lo"},
         {"UCX_WARN_UNUSED_ENV_VARS", "n"},
     };
+    for (const auto& [k, v] : run.extra_env) env[k] = v;
     g.spawn({TANDEM_WORKER_PATH, run.scenario}, env, "rank" + std::to_string(r));
   }
 }
@@ -46,6 +50,11 @@ void expect_all_ok(const Run& run) {
   // The selected transports are logged.
   EXPECT_NE(g.err(0).find("tandem/ucx: rank 0: UCX_TLS=" + run.tls), std::string::npos)
       << g.describe();
+  // Without peer failure detection, sm really carries the data (with it, UCX
+  // 1.13 silently falls back to TCP loopback).
+  if (run.tls.find("sm") != std::string::npos && !run.peer_failure) {
+    EXPECT_NE(g.err(0).find("/memory"), std::string::npos) << g.describe();
+  }
 }
 
 TEST(MultiprocUcx, P2pOverTcp) { expect_all_ok({.world = 3, .scenario = "ucx_p2p", .tls = "tcp"}); }
@@ -57,6 +66,45 @@ TEST(MultiprocUcx, CollectivesOverTcp) {
 }
 TEST(MultiprocUcx, CollectivesOverSmSelfTcp) {
   expect_all_ok({.world = 2, .scenario = "ucx_collectives", .tls = "sm,self,tcp"});
+}
+
+TEST(MultiprocUcx, FourRanksOverTcp) {
+  expect_all_ok({.world = 4, .scenario = "ucx_all", .tls = "tcp"});
+}
+TEST(MultiprocUcx, FourRanksOverSharedMemory) {
+  expect_all_ok({.world = 4, .scenario = "ucx_all", .tls = "sm,self,tcp", .peer_failure = false});
+}
+
+// The test SIGKILLs rank 2 of 3 while the ranks stream 4 MiB all_reduces
+// (almost all of each iteration is inside all_reduce). Both survivors must
+// leave with kExitPeerLost, reporting UNAVAILABLE (the dead peer) or
+// DEADLINE_EXCEEDED (a rank that only waits on a survivor), within the 4 s
+// op deadline plus slack: no hang, no crash, no abort.
+TEST(MultiprocUcx, KilledMidAllReduceSurvivorsLeaveCleanly) {
+  ProcessGroup g(make_temp_dir());
+  start(g, {.world = 3,
+            .scenario = "ucx_stream",
+            .tls = "tcp",
+            .extra_env = {{"TANDEM_TEST_OP_DEADLINE_MS", "4000"}}});
+  ASSERT_TRUE(g.wait_for_output(2, "PROGRESS 10", std::chrono::seconds(30))) << g.describe();
+  auto killed_at = std::chrono::steady_clock::now();
+  g.kill(2);
+  ASSERT_TRUE(g.wait_all(std::chrono::seconds(15))) << g.describe();
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - killed_at)
+                  .count();
+  EXPECT_LT(took, 4000 + 5000) << g.describe();
+  for (int r = 0; r < 2; ++r) {
+    std::string out = g.out(r);
+    EXPECT_TRUE(g.exited_with(r, kExitPeerLost)) << "rank " << r << "\n" << g.describe();
+    EXPECT_TRUE(out.find("RESULT UNAVAILABLE") != std::string::npos ||
+                out.find("RESULT DEADLINE_EXCEEDED") != std::string::npos)
+        << g.describe();
+    long ms = detected_after_ms(out);
+    EXPECT_GE(ms, 0) << g.describe();
+    EXPECT_LT(ms, 4000 + 3000) << g.describe();  // one all_reduce per iteration
+    if (ms >= 0) std::printf("rank %d: %s", r, out.substr(out.find("DETECTED")).c_str());
+  }
 }
 
 TEST(MultiprocUcx, KilledRankIsUnavailableToSurvivors) {

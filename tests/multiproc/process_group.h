@@ -25,6 +25,19 @@ extern char** environ;
 
 namespace tandem::testing {
 
+// transport_worker's exit code for UNAVAILABLE or DEADLINE_EXCEEDED: a
+// survivor that noticed a dead peer or link and left cleanly.
+constexpr int kExitPeerLost = 42;
+
+// The milliseconds of a worker's "DETECTED iteration I after N ms" line, or -1.
+inline long detected_after_ms(const std::string& out) {
+  size_t d = out.find("DETECTED");
+  if (d == std::string::npos) return -1;
+  size_t at = out.find(" after ", d);
+  if (at == std::string::npos) return -1;
+  return std::strtol(out.c_str() + at + 7, nullptr, 10);
+}
+
 // A port that was free a moment ago on 127.0.0.1 (the store binds it with
 // SO_REUSEADDR, so TIME_WAIT leftovers do not matter).
 inline uint16_t free_port() {
@@ -124,6 +137,25 @@ class ProcessGroup {
     }
   }
 
+  // Polls child i's stdout until it holds `needle`; false at the timeout or
+  // once the child has exited without printing it.
+  bool wait_for_output(int i, const std::string& needle, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (out(i).find(needle) != std::string::npos) return true;
+      Child& c = children_[i];
+      if (c.pid < 0 || c.done) return false;
+      int st = 0;
+      if (::waitpid(c.pid, &st, WNOHANG) == c.pid) {
+        c.done = true;
+        c.status = st;
+        return out(i).find(needle) != std::string::npos;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   void kill(int i) {
     if (children_[i].pid > 0 && !children_[i].done) ::kill(children_[i].pid, SIGKILL);
   }
@@ -141,6 +173,10 @@ class ProcessGroup {
   }
 
   const Child& child(int i) const { return children_[i]; }
+  bool exited_with(int i, int code) const {
+    const Child& c = children_[i];
+    return c.done && WIFEXITED(c.status) && WEXITSTATUS(c.status) == code;
+  }
   bool exited_ok(int i) const {
     const Child& c = children_[i];
     return c.done && WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0;

@@ -1,6 +1,9 @@
 // One rank of a multi-process transport test. The test (multiproc_test.cc)
 // starts N of these with TANDEM_* in the environment; each runs a scenario
-// and prints "RESULT <CODE> <message>" as its last line (exit 0 only on OK).
+// and prints "RESULT <CODE> <message>" as its last line. Exit codes: 0 on OK,
+// kExitPeerLost (42) on UNAVAILABLE or DEADLINE_EXCEEDED (what a survivor of
+// a dead peer or a dead link must see), 3 on any other error; a crash or an
+// abort shows as a signal instead.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -55,5 +58,8 @@ int main(int argc, char** argv) {
   std::printf("RESULT %s %s\n", absl::StatusCodeToString(s.code()).c_str(),
               std::string(s.message()).c_str());
   std::fflush(stdout);
-  return s.ok() ? 0 : 3;
+  constexpr int kExitPeerLost = 42;
+  if (s.ok()) return 0;
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) return kExitPeerLost;
+  return 3;
 }

@@ -199,6 +199,66 @@ absl::Status kill_one(Communicator& comm) {
   return absl::InternalError("the victim never died");
 }
 
+// Large all_reduces (and, with `with_p2p`, large exchanges with the next and
+// previous rank) until something fails; the test kills a rank or takes the
+// link down meanwhile. Prints "PROGRESS <iter>" (flushed) so the test knows
+// the stream runs, and "DETECTED ..." with how long after the last good
+// iteration the failure surfaced. Every call has a short deadline, so a
+// silent peer costs at most that.
+absl::Status stream(Communicator& comm, bool with_p2p) {
+  const int n = comm.size(), me = comm.rank();
+  const char* env_ms = std::getenv("TANDEM_TEST_OP_DEADLINE_MS");
+  const milliseconds op_deadline(env_ms != nullptr ? std::atoi(env_ms) : 4000);
+  const size_t count = size_t{1} << 20;  // 4 MiB of f32: the ring path, chunked
+  std::vector<float> v(count);
+  std::vector<uint8_t> out(count), in(count);
+  const int next = (me + 1) % n, prev = (me + n - 1) % n;
+  auto last_ok = Clock::now();
+  const auto give_up = Clock::now() + milliseconds(60000);
+  for (int iter = 0; Clock::now() < give_up; ++iter) {
+    for (size_t i = 0; i < count; ++i) v[i] = static_cast<float>(me + 1 + (i + iter) % 5);
+    absl::Status s =
+        comm.all_reduce(v.data(), count, DataType::kF32, ReduceOp::kSum, deadline_in(op_deadline));
+    if (s.ok()) {
+      // sum over r of (r + 1 + k) = n(n+1)/2 + n k: small integers, exact in f32.
+      for (size_t i = 0; i < count; i += 4099) {
+        float want = static_cast<float>(n * (n + 1) / 2 + n * static_cast<int>((i + iter) % 5));
+        if (v[i] != want) {
+          return absl::InternalError(
+              absl::StrCat("iteration ", iter, ": all_reduce[", i, "] = ", v[i], ", want ", want));
+        }
+      }
+    }
+    if (s.ok() && with_p2p) {
+      for (size_t i = 0; i < count; ++i) out[i] = pattern(me, next, i, iter & 0xff);
+      auto r = comm.irecv(in.data(), count, prev, 4);
+      auto w = comm.isend(out.data(), count, next, 4);
+      if (!r.ok()) s = r.status();
+      if (s.ok() && !w.ok()) s = w.status();
+      if (s.ok()) s = (*r)->wait(deadline_in(op_deadline));
+      if (s.ok()) s = (*w)->wait(deadline_in(op_deadline));
+      for (size_t i = 0; s.ok() && i < count; i += 4099) {
+        if (in[i] != pattern(prev, me, i, iter & 0xff)) {
+          return absl::InternalError(absl::StrCat("iteration ", iter, ": bad byte ", i));
+        }
+      }
+    }
+    if (!s.ok()) {
+      auto ms = std::chrono::duration_cast<milliseconds>(Clock::now() - last_ok).count();
+      std::printf("DETECTED iteration %d after %lld ms: %s\n", iter, static_cast<long long>(ms),
+                  s.ToString().c_str());
+      std::fflush(stdout);
+      return s;
+    }
+    last_ok = Clock::now();
+    if (iter % 5 == 0) {
+      std::printf("PROGRESS %d\n", iter);
+      std::fflush(stdout);
+    }
+  }
+  return absl::InternalError("no fault came within 60 s");
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -271,6 +331,13 @@ absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
     s = collectives(*comm);
   } else if (scenario == "ucx_kill") {
     return kill_one(*comm);  // no final barrier: a rank is gone
+  } else if (scenario == "ucx_stream") {
+    return stream(*comm, /*with_p2p=*/false);  // ends with a fault: no final barrier
+  } else if (scenario == "ucx_stream_p2p") {
+    return stream(*comm, /*with_p2p=*/true);
+  } else if (scenario == "ucx_all") {
+    s = collectives(*comm);
+    if (s.ok()) s = p2p(*comm);  // last: it ends by aborting the communicator
   } else if (scenario == "ucx_bench") {
     s = bench(*comm);
   } else {
