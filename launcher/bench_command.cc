@@ -166,7 +166,8 @@ int run_bench(const BenchFlags& f) {
 
 void add_bench_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<BenchFlags>();
-  CLI::App* cmd = app.add_subcommand("bench", "Measure decode or prefill speed of a model, or the transport's links");
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Measure decode or prefill speed of a model, or the transport's links");
   cmd->add_option("mode", flags->mode, "decode | prefill | transport")->required();
   cmd->add_option("--model", flags->model, "GGUF model file");
   cmd->add_option("--threads", flags->threads, "Thread counts, e.g. 1,2")->delimiter(',')

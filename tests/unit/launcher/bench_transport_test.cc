@@ -183,7 +183,8 @@ TEST(BenchTransport, BadFlagsGiveOneLineAndExitCode2) {
         "bench transport --timeout 0s", "bench transport --local-ranks 0",
         "bench transport --backend mpi --local-ranks 2", "bench transport --model m.gguf",
         "bench decode --model m.gguf --op all_reduce", "bench decode", "bench frobnicate",
-        "bench transport --backend nccl"}) {
+        "bench transport --backend nccl",
+        "bench transport --backend local --no-peer-failure-detection"}) {
     const Result r = tandem(args);
     EXPECT_EQ(r.code, 2) << args << ": " << r.err;
     EXPECT_EQ(count_lines(r.err), 1) << args << ": " << r.err;
