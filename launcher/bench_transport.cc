@@ -408,8 +408,8 @@ class RankBench {
         TANDEM_ASSIGN_OR_RETURN(auto recv, comm_.irecv(work_.data(), bytes, prev, 0));
         TANDEM_ASSIGN_OR_RETURN(auto send, comm_.isend(src_.data(), bytes, next, 0));
         const tr::Deadline d = deadline();
-        TANDEM_RETURN_IF_ERROR(send->wait(d));
-        return recv->wait(d);
+        TANDEM_RETURN_IF_ERROR(recv->wait(d));
+        return send->wait(d);
       }
     }
     return absl::InternalError("unknown op");
