@@ -5,7 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-TANDEM_BUILD_DIR=build bash scripts/build.sh >/dev/null
+log=$(mktemp)
+if ! TANDEM_BUILD_DIR=build bash scripts/build.sh >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "demo: the build failed (full log: $log)" >&2
+  exit 1
+fi
+rm -f "$log"
 model=${1:-}
 if [ -z "$model" ]; then
   model=build/demo-small-q8_0.gguf
