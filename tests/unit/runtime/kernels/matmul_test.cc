@@ -122,7 +122,7 @@ TEST_P(MatmulTest, PackedMatchesReferenceOnAwkwardShapes) {
   ThreadPool pool1(1);
   ThreadPool pool2(2);
   ThreadPool pool3(3);
-  for (int64_t n_rows : {1, 15, 16, 33, 48, 60, 257}) {
+  for (int64_t n_rows : {1, 15, 16, 33, 48, 60, 120, 257}) {
     for (int64_t n_cols : {32, 96, 4096}) {
       for (int64_t n_tokens : {1, 3, 9, 17}) {
         ThreadPool& pool = n_rows % 3 == 0 ? pool3 : n_rows % 2 ? pool2 : pool1;
