@@ -1,5 +1,7 @@
 #include "launcher/memory_bandwidth.h"
 
+#include "runtime/tensor/host_buffer.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -14,41 +16,52 @@
 namespace tandem::launcher {
 namespace {
 
-// Independent accumulators keep many loads in flight; the sum is returned so
-// the compiler cannot drop the reads. SSE2 is the x86-64 baseline, so no
-// dispatch is needed; 16-byte loads already outrun DRAM on one core.
+// Reads [p, p + n) as four concurrent streams, one cache line of each per
+// step: one core reaches the memory bandwidth only with several streams in
+// flight (the decode kernels read several row groups at once for the same
+// reason). The sum is returned so the compiler cannot drop the reads. SSE2 is
+// the x86-64 baseline, so no dispatch is needed.
 uint64_t read_range(const uint64_t* p, size_t n) {
+  constexpr size_t kStreams = 4;
+  constexpr size_t kLine = 8;  // uint64 per 64-byte line
+  const size_t per_stream = n / kStreams / kLine * kLine;
+  uint64_t out = 0;
 #if defined(__SSE2__)
-  __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    a0 = _mm_add_epi64(a0, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i)));
-    a1 = _mm_add_epi64(a1, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 2)));
-    a2 = _mm_add_epi64(a2, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 4)));
-    a3 = _mm_add_epi64(a3, _mm_load_si128(reinterpret_cast<const __m128i*>(p + i + 6)));
+  __m128i acc[kStreams] = {};
+  for (size_t i = 0; i < per_stream; i += kLine) {
+    for (size_t s = 0; s < kStreams; ++s) {
+      const auto* line = reinterpret_cast<const __m128i*>(p + s * per_stream + i);
+      const __m128i a = _mm_add_epi64(_mm_load_si128(line), _mm_load_si128(line + 1));
+      const __m128i b = _mm_add_epi64(_mm_load_si128(line + 2), _mm_load_si128(line + 3));
+      acc[s] = _mm_add_epi64(acc[s], _mm_add_epi64(a, b));
+    }
   }
-  const __m128i s = _mm_add_epi64(_mm_add_epi64(a0, a1), _mm_add_epi64(a2, a3));
-  uint64_t out = static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
-                 static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(s, s)));
-  for (; i < n; ++i) out += p[i];
-  return out;
+  for (const __m128i& a : acc) {
+    out += static_cast<uint64_t>(_mm_cvtsi128_si64(a)) +
+           static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(a, a)));
+  }
 #else
-  uint64_t a[4] = {};
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int k = 0; k < 4; ++k) a[k] += p[i + k];
+  uint64_t acc[kStreams] = {};
+  for (size_t i = 0; i < per_stream; i += kLine) {
+    for (size_t s = 0; s < kStreams; ++s) {
+      for (size_t k = 0; k < kLine; ++k) acc[s] += p[s * per_stream + i + k];
+    }
   }
-  for (; i < n; ++i) a[0] += p[i];
-  return a[0] + a[1] + a[2] + a[3];
+  for (uint64_t a : acc) out += a;
 #endif
+  for (size_t i = per_stream * kStreams; i < n; ++i) out += p[i];
+  return out;
 }
 
 }  // namespace
 
 double measure_read_bandwidth(int n_threads, size_t bytes, int repetitions) {
   const size_t n = bytes / sizeof(uint64_t);
-  std::vector<uint64_t> buffer(n);
-  // Touch every page first (each thread its own part) so the pass measures reads only.
+  // The same kind of memory as the weights (populated huge pages), so that
+  // the bound and the decode speed see the same TLB behaviour.
+  auto memory = HostBuffer::Allocate(n * sizeof(uint64_t));
+  if (!memory.ok()) return 0;
+  uint64_t* buffer = memory->as<uint64_t>();
   for (size_t i = 0; i < n; ++i) buffer[i] = i;
   double best = 0;
   std::vector<uint64_t> sink(n_threads);
@@ -57,10 +70,10 @@ double measure_read_bandwidth(int n_threads, size_t bytes, int repetitions) {
     std::vector<std::thread> threads;
     for (int t = 0; t < n_threads; ++t) {
       threads.emplace_back([&, t] {
-        // Even boundaries keep every 16-byte load aligned.
-        const size_t begin = n * t / n_threads / 2 * 2;
-        const size_t end = t + 1 == n_threads ? n : n * (t + 1) / n_threads / 2 * 2;
-        sink[t] = read_range(buffer.data() + begin, end - begin);
+        // Line-aligned boundaries keep every 16-byte load aligned.
+        const size_t begin = n * t / n_threads / 8 * 8;
+        const size_t end = t + 1 == n_threads ? n : n * (t + 1) / n_threads / 8 * 8;
+        sink[t] = read_range(buffer + begin, end - begin);
       });
     }
     for (auto& th : threads) th.join();
