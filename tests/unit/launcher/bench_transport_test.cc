@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/unit/launcher/run_tandem.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem {
@@ -20,41 +21,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = testing::RunResult;
+using testing::count_lines;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Runs `ENV tandem ARGS` with a shell, bounded by coreutils' timeout so a
-// hang fails the test instead of stalling it.
 Result tandem(const std::string& args, const std::string& env = "") {
-  static int n = 0;
-  const fs::path dir = fs::temp_directory_path();
-  const std::string id = std::to_string(getpid()) + "-" + std::to_string(n++);
-  const fs::path out = dir / ("tandem-tbench-out-" + id);
-  const fs::path err = dir / ("tandem-tbench-err-" + id);
-  const std::string cmd = env + " timeout -s KILL 60 " + std::string(TANDEM_BINARY) + " " + args +
-                          " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
+  return testing::run_tandem(args, env);
 }
 
 struct TableRow {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "tests/unit/launcher/run_tandem.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/testing/test_model.h"
 
@@ -17,38 +18,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = testing::RunResult;
+using testing::count_lines;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Runs `tandem ARGS` with a shell; args are single-quoted by the caller where needed.
-Result tandem(const std::string& args) {
-  static int n = 0;
-  const fs::path dir = fs::temp_directory_path();
-  const fs::path out = dir / ("tandem-cli-out-" + std::to_string(getpid()) + "-" + std::to_string(n));
-  const fs::path err = dir / ("tandem-cli-err-" + std::to_string(getpid()) + "-" + std::to_string(n++));
-  const std::string cmd = std::string(TANDEM_BINARY) + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
+Result tandem(const std::string& args, const std::string& env = "") {
+  return testing::run_tandem(args, env);
 }
 
 class CliTest : public ::testing::Test {
