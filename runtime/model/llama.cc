@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::File& f
   WeightStore& s = *m->store_;
   using Kind = WeightStore::Kind;
   LlamaWeights& w = m->weights_;
-  TANDEM_ASSIGN_OR_RETURN(w.token_embd, s.load("token_embd.weight", c.dim, c.n_vocab, Kind::kMatrix));
+  TANDEM_ASSIGN_OR_RETURN(w.token_embd, s.load("token_embd.weight", c.dim, c.n_vocab, Kind::kEmbedding));
   TANDEM_ASSIGN_OR_RETURN(w.output_norm, s.load("output_norm.weight", c.dim, 1, Kind::kF32Vector));
   TANDEM_ASSIGN_OR_RETURN(auto output, s.load_optional("output.weight", c.dim, c.n_vocab, Kind::kMatrix));
   w.output = output ? std::move(*output) : w.token_embd;

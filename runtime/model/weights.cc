@@ -21,13 +21,6 @@ struct WeightStore::Buffer {
   HostBuffer memory;
 };
 
-namespace {
-
-// Read by row lookups (kernels::dequantize_row), and also the output head when
-// the model ties them, so it stays row-major: the unpacked kernels serve it.
-constexpr std::string_view kEmbeddingName = "token_embd.weight";
-
-}  // namespace
 
 WeightStore::WeightStore(const gguf::File& file) : file_(file) {}
 
@@ -76,7 +69,7 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
     return absl::UnimplementedError(absl::StrCat(file_.path(), ": tensor '", name, "' is ",
                                                  dtype_name(info->type), "; norms must be f32"));
   }
-  if (kind == Kind::kMatrix && !kernels::kernels_support(info->type)) {
+  if (kind != Kind::kF32Vector && !kernels::kernels_support(info->type)) {
     return absl::UnimplementedError(absl::StrCat(file_.path(), ": tensor '", name, "' has type ",
                                                  dtype_name(info->type),
                                                  ", which this build does not support"));
@@ -91,7 +84,7 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
     w.data = mapping_ + info->file_offset;
   } else {
     const bool pack =
-        pack_ && kind == Kind::kMatrix && name != kEmbeddingName && kernels::pack_preferred(w.type);
+        pack_ && kind == Kind::kMatrix && kernels::pack_preferred(w.type);
     const size_t bytes = pack ? kernels::packed_bytes(w.type, w.n_rows, w.n_cols) : info->n_bytes;
     auto buffer = std::make_unique<Buffer>();
     auto memory = HostBuffer::Allocate(bytes);

@@ -60,7 +60,10 @@ class WeightStore {
   WeightStore(const WeightStore&) = delete;
   WeightStore& operator=(const WeightStore&) = delete;
 
-  enum class Kind { kMatrix, kF32Vector };
+  // kMatrix may be repacked for the kernels at load. kEmbedding is a matrix
+  // read by row lookups (kernels::dequantize_row), and also the output head
+  // when the model ties them, so it stays row-major.
+  enum class Kind { kMatrix, kEmbedding, kF32Vector };
   // Loads `name`, which must have ggml dims {n_cols, n_rows} (or {n} for a
   // vector). Matrices must be of a type the kernels support; vectors F32.
   absl::StatusOr<Weight> load(std::string_view name, int64_t n_cols, int64_t n_rows, Kind kind);
