@@ -1,0 +1,222 @@
+#include "launcher/serve/cluster.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+
+namespace tandem::launcher::serve {
+namespace {
+
+namespace tr = tandem::transport;
+
+// A /proc/meminfo value in bytes (its lines are "Name:   123 kB").
+uint64_t meminfo_bytes(const std::string& text, const std::string& name) {
+  const size_t at = text.find(name + ":");
+  if (at == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + at + name.size() + 1, nullptr, 10) * 1024;
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+std::string rank_key(int rank) { return absl::StrCat("tandem/serve/rank/", rank); }
+
+v1::RankReport describe_this_process(int rank) {
+  v1::RankReport r;
+  r.set_rank(rank);
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) r.set_host(host);
+  r.set_pid(static_cast<int32_t>(::getpid()));
+  std::ifstream meminfo("/proc/meminfo");
+  const std::string text((std::istreambuf_iterator<char>(meminfo)), std::istreambuf_iterator<char>());
+  r.set_memory_total_bytes(meminfo_bytes(text, "MemTotal"));
+  r.set_memory_available_bytes(meminfo_bytes(text, "MemAvailable"));
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0, rss_pages = 0;
+  statm >> size_pages >> rss_pages;
+  r.set_rss_bytes(rss_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+  return r;
+}
+
+absl::Status run_worker(tr::Bootstrap& boot, const WorkerOptions& options) {
+  v1::RankReport report = describe_this_process(boot.rank());
+  auto publish = [&]() -> absl::Status {
+    report.set_heartbeat(report.heartbeat() + 1);
+    const v1::RankReport fresh = describe_this_process(boot.rank());
+    report.set_memory_available_bytes(fresh.memory_available_bytes());
+    report.set_rss_bytes(fresh.rss_bytes());
+    return boot.set(rank_key(boot.rank()), report.SerializeAsString(),
+                    tr::BootstrapClock::now() + options.heartbeat * 4);
+  };
+  report.set_health(v1::RANK_HEALTH_LOADING);
+  TANDEM_RETURN_IF_ERROR(publish());
+
+  // SEAM(distributed engine): this rank loads its shard here, with the
+  // communicator built on `boot` and the tp/pp options, and then runs
+  // `engine->run_worker()`, which returns when rank 0 shuts the workers down
+  // (or with an error when a peer is lost). The heartbeat below then moves to
+  // a thread of its own beside run_worker(). Until that engine lands a worker
+  // holds no model: it reports itself loaded and waits for rank 0's command.
+  report.set_health(v1::RANK_HEALTH_HEALTHY);
+
+  while (true) {
+    TANDEM_RETURN_IF_ERROR(publish());
+    absl::StatusOr<std::string> command =
+        boot.get(kControlKey, tr::BootstrapClock::now() + options.heartbeat);
+    if (command.ok()) {
+      v1::ControlCommand c;
+      if (!c.ParseFromString(*command) || c.kind() != v1::ControlCommand::KIND_SHUTDOWN) {
+        return absl::DataLossError("rank 0 sent a control command this rank does not understand");
+      }
+      std::fprintf(stderr, "tandem serve (rank %d): shutting down (%s)\n", boot.rank(),
+                   c.reason().c_str());
+      return boot.barrier(tr::BootstrapClock::now() + options.closing_timeout);
+    }
+    if (command.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      return absl::UnavailableError(absl::StrCat("lost rank 0 (", command.status().message(),
+                                                 "): exiting, nothing left to serve"));
+    }
+  }
+}
+
+ClusterMonitor::ClusterMonitor(tr::Bootstrap* boot, int world_size, LocalRanks* children,
+                               std::chrono::milliseconds heartbeat_timeout)
+    : boot_(boot),
+      world_size_(world_size),
+      children_(children),
+      heartbeat_timeout_(heartbeat_timeout),
+      started_(Clock::now()) {
+  for (int r = 1; r < world_size_; ++r) seen_[r].last_change = started_;
+  if (boot_ != nullptr && world_size_ > 1) thread_ = std::thread([this] { poll(); });
+}
+
+ClusterMonitor::~ClusterMonitor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void ClusterMonitor::poll() {
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    for (int r = 1; r < world_size_; ++r) {
+      // A short wait: before a rank's first report its key does not exist.
+      absl::StatusOr<std::string> value =
+          boot_->get(rank_key(r), tr::BootstrapClock::now() + std::chrono::milliseconds(50));
+      std::optional<std::string> exit = children_ ? children_->exit_of(r) : std::nullopt;
+      std::lock_guard<std::mutex> lock(mu_);
+      Seen& s = seen_[r];
+      v1::RankReport report;
+      if (value.ok() && report.ParseFromString(*value) &&
+          (!s.reported || report.heartbeat() != s.report.heartbeat())) {
+        s.report = report;
+        s.reported = true;
+        s.last_change = Clock::now();
+      }
+      if (exit) s.exit = *exit;
+      if (failure_) continue;
+      if (!s.exit.empty()) {
+        failure_ = absl::UnavailableError(absl::StrCat("rank ", r, " ", s.exit));
+      } else if (s.reported && s.report.health() == v1::RANK_HEALTH_FAILED) {
+        failure_ = absl::UnavailableError(
+            absl::StrCat("rank ", r, " failed: ", s.report.detail()));
+      } else if (Clock::now() - s.last_change > heartbeat_timeout_) {
+        failure_ = absl::UnavailableError(absl::StrCat(
+            "rank ", r, " sent no heartbeat for ", seconds_since(s.last_change), " s"));
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+absl::Status ClusterMonitor::wait_all_loaded(Clock::time_point deadline) {
+  while (true) {
+    std::vector<int> loading;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failure_) return *failure_;
+      for (const auto& [r, s] : seen_) {
+        if (!s.reported || s.report.health() != v1::RANK_HEALTH_HEALTHY) loading.push_back(r);
+      }
+    }
+    if (loading.empty()) return absl::OkStatus();
+    if (Clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("ranks ", absl::StrJoin(loading, ","), " did not finish loading in time"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::optional<absl::Status> ClusterMonitor::failure() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+std::vector<v1::RankStatus> ClusterMonitor::ranks() {
+  std::vector<v1::RankStatus> out;
+  const v1::RankReport self = describe_this_process(0);
+  v1::RankStatus& zero = out.emplace_back();
+  zero.set_rank(0);
+  zero.set_host(self.host());
+  zero.set_pid(self.pid());
+  zero.set_health(v1::RANK_HEALTH_HEALTHY);
+  zero.set_memory_total_bytes(self.memory_total_bytes());
+  zero.set_memory_available_bytes(self.memory_available_bytes());
+  zero.set_rss_bytes(self.rss_bytes());
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [r, s] : seen_) {
+    v1::RankStatus& st = out.emplace_back();
+    st.set_rank(r);
+    st.set_host(s.report.host());
+    st.set_pid(s.report.pid());
+    st.set_memory_total_bytes(s.report.memory_total_bytes());
+    st.set_memory_available_bytes(s.report.memory_available_bytes());
+    st.set_rss_bytes(s.report.rss_bytes());
+    st.set_last_heartbeat_age_seconds(seconds_since(s.last_change));
+    if (!s.exit.empty()) {
+      st.set_health(v1::RANK_HEALTH_FAILED);
+      st.set_detail(absl::StrCat("its process ", s.exit));
+    } else if (!s.reported) {
+      st.set_health(v1::RANK_HEALTH_LOADING);
+    } else if (s.report.health() == v1::RANK_HEALTH_FAILED) {
+      st.set_health(v1::RANK_HEALTH_FAILED);
+      st.set_detail(s.report.detail());
+    } else if (Clock::now() - s.last_change > heartbeat_timeout_) {
+      st.set_health(v1::RANK_HEALTH_UNRESPONSIVE);
+      st.set_detail(absl::StrCat("no heartbeat for ", seconds_since(s.last_change), " s"));
+    } else {
+      st.set_health(s.report.health());
+    }
+  }
+  return out;
+}
+
+absl::Status ClusterMonitor::stop_workers(const std::string& reason, Clock::time_point deadline) {
+  if (boot_ == nullptr || world_size_ <= 1) return absl::OkStatus();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  v1::ControlCommand c;
+  c.set_kind(v1::ControlCommand::KIND_SHUTDOWN);
+  c.set_reason(reason);
+  TANDEM_RETURN_IF_ERROR(boot_->set(kControlKey, c.SerializeAsString(), deadline));
+  if (failure()) return *failure();  // a dead rank would never reach the barrier
+  return boot_->barrier(deadline);
+}
+
+}  // namespace tandem::launcher::serve
