@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -240,6 +241,11 @@ int run_rank0(const Placement& p, ServeFlags& f) {
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_timeout_s * 1000)));
   node.set_monitor(&monitor);
 
+  // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
+  // health service go from NOT_SERVING to SERVING. Bounded to a minute.
+  if (const char* delay = std::getenv("TANDEM_SERVE_TEST_LOAD_DELAY_MS")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
+  }
   serve::ServeNode::StopCause cause;
   if (absl::Status s = node.load(); !s.ok()) {
     cause.failure = s;
