@@ -102,6 +102,7 @@ ClusterMonitor::~ClusterMonitor() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -137,7 +138,8 @@ void ClusterMonitor::poll() {
             "rank ", r, " sent no heartbeat for ", seconds_since(s.last_change), " s"));
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::unique_lock<std::mutex> lock(mu_);
+    stop_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_; });
   }
 }
 
@@ -210,6 +212,7 @@ absl::Status ClusterMonitor::stop_workers(const std::string& reason, Clock::time
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   v1::ControlCommand c;
   c.set_kind(v1::ControlCommand::KIND_SHUTDOWN);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -81,6 +82,7 @@ class ClusterMonitor {
   std::map<int, Seen> seen_;  // ranks 1..world_size-1
   std::optional<absl::Status> failure_;
   bool stop_ = false;
+  std::condition_variable stop_cv_;
   std::thread thread_;
 };
 

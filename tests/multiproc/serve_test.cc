@@ -42,11 +42,16 @@ struct Streamed {
 // One `tandem serve` on 127.0.0.1 and clients for it.
 class Server {
  public:
+  // `launcher` goes before the tandem binary (mpirun and its flags).
   Server(ProcessGroup& group, std::vector<std::string> args,
-         const std::map<std::string, std::string>& env = {})
+         const std::map<std::string, std::string>& env = {},
+         const std::vector<std::string>& launcher = {})
       : group_(group) {
-    std::vector<std::string> argv = {TANDEM_BINARY, "serve", "--model", kModel, "--threads", "1",
-                                     "--listen", "127.0.0.1:0"};
+    std::vector<std::string> argv = launcher;
+    for (const char* a : {TANDEM_BINARY, "serve", "--model", kModel, "--threads", "1", "--listen",
+                          "127.0.0.1:0"}) {
+      argv.push_back(a);
+    }
     argv.insert(argv.end(), args.begin(), args.end());
     index_ = group_.spawn(argv, env, "serve" + std::to_string(counter_++));
   }
@@ -386,6 +391,67 @@ TEST(Serve, SigkillOfRankZeroLeavesNoWorker) {
   ASSERT_EQ(reaped, worker) << "the worker is still running 10 s after rank 0 died";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "status " << status;
   EXPECT_NE(group.err(server.index()).find("lost rank 0"), std::string::npos) << group.describe();
+}
+
+#ifdef TANDEM_MPIEXEC
+TEST(Serve, TwoRanksUnderMpirun) {
+  ProcessGroup group(testing::make_temp_dir());
+  const std::string port = std::to_string(testing::free_port());
+  Server server(group, {},
+                {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
+                 {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+                 {"TANDEM_MASTER_ADDR", "127.0.0.1"},
+                 {"TANDEM_MASTER_PORT", port},
+                 {"TANDEM_CLUSTER_TOKEN", "mpirun-test-token"}},
+                {TANDEM_MPIEXEC, "--oversubscribe", "--timeout", "60", "-np", "2", "-x",
+                 "TANDEM_MASTER_ADDR", "-x", "TANDEM_MASTER_PORT", "-x", "TANDEM_CLUSTER_TOKEN"});
+  ASSERT_TRUE(server.connect(milliseconds(30000))) << group.describe();
+  ASSERT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(30000)))
+      << group.describe();
+  const v1::ClusterStatus s = server.status();
+  EXPECT_EQ(s.layout().launch(), "mpirun");
+  ASSERT_EQ(s.ranks_size(), 2);
+  EXPECT_EQ(s.ranks(1).health(), v1::RANK_HEALTH_HEALTHY);
+  const Streamed streamed = server.generate(greedy(kPrompt, 16));
+  EXPECT_TRUE(streamed.status.ok()) << streamed.status.error_message();
+  EXPECT_EQ(streamed.ids.size(), 16u);
+  // The orchestrator's way to stop it: every rank exits 0, so mpirun does.
+  // (mpirun's own SIGTERM kills the ranks after odls_base_sigkill_timeout.)
+  ASSERT_TRUE(server.call_shutdown().ok());
+  ASSERT_TRUE(group.wait_all(milliseconds(30000))) << group.describe();
+  EXPECT_TRUE(group.exited_ok(server.index())) << group.describe();
+}
+#endif
+
+TEST(Serve, TlsServerAndClient) {
+  const std::string dir = testing::make_temp_dir();
+  const CommandResult cert = run(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " + dir + "/key.pem -out " + dir +
+      "/cert.pem");
+  if (cert.code != 0) {
+    std::filesystem::remove_all(dir);
+    GTEST_SKIP() << "openssl cannot make a test certificate: " << cert.err;
+  }
+  ProcessGroup group(testing::make_temp_dir());
+  Server server(group, {"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/key.pem"});
+  ASSERT_TRUE(server.connect()) << group.describe();
+  const std::string flags = " --prompt hi --max-tokens 3 --temperature 0 --print-token-ids";
+  // Polls until served: the insecure stubs of Server cannot probe a TLS port.
+  CommandResult tls;
+  for (int i = 0; i < 100; ++i) {
+    tls = run(std::string(TANDEM_BINARY) + " generate --server " + server.address() +
+              " --tls-ca " + dir + "/cert.pem" + flags);
+    if (tls.code == 0 || tls.err.find("loading") == std::string::npos) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_EQ(tls.code, 0) << tls.err;
+  EXPECT_EQ(tls.out.empty(), false);
+  // A plaintext client cannot talk to it.
+  const CommandResult plain =
+      run(std::string(TANDEM_BINARY) + " generate --server " + server.address() + " --timeout 5" + flags);
+  EXPECT_NE(plain.code, 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Serve, PythonClientExample) {
