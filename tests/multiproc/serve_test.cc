@@ -368,6 +368,21 @@ TEST(Serve, TwoLocalRanksStartAndSigtermStopsEveryRank) {
       << group.describe();
 }
 
+TEST(Serve, LosingAWorkerStopsRankZeroWithTheCause) {
+  ProcessGroup group(testing::make_temp_dir());
+  Server server(group, {"--local-ranks", "2"});
+  ASSERT_TRUE(server.connect()) << group.describe();
+  ASSERT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(30000)))
+      << group.describe();
+  const pid_t worker = server.status().ranks(1).pid();
+  ASSERT_GT(worker, 0);
+  ::kill(worker, SIGKILL);
+  ASSERT_TRUE(group.wait_all(milliseconds(15000))) << group.describe();
+  EXPECT_FALSE(group.exited_ok(server.index()));
+  EXPECT_NE(group.err(server.index()).find("rank 1 was killed by signal 9"), std::string::npos)
+      << group.describe();
+}
+
 TEST(Serve, SigkillOfRankZeroLeavesNoWorker) {
   // Orphans are re-parented to this process, so the worker's exit code can be read.
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
