@@ -26,8 +26,16 @@ struct Cluster::Children {
 
 Cluster::Cluster() = default;
 
-Cluster::~Cluster() {
+Cluster::~Cluster() { leave(); }
+
+void Cluster::leave() {
   if (children_ != nullptr) children_->ranks.set_comm(nullptr);
+  if (bootstrap_ != nullptr && comm_ != nullptr) {
+    // No rank closes its endpoints while a peer may still use them (UCX then
+    // reconnects and logs refused connections). Short: a rank may be dead.
+    auto* boot = static_cast<tr::Bootstrap*>(bootstrap_.get());
+    boot->barrier(tr::BootstrapClock::now() + std::chrono::seconds(2)).IgnoreError();
+  }
   comm_.reset();  // before the bootstrap and the children's reaping
 }
 
@@ -152,6 +160,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
                         {"TANDEM_MASTER_ADDR", "127.0.0.1"},
                         {"TANDEM_MASTER_PORT", std::to_string(port)},
                         {"TANDEM_CLUSTER_TOKEN", token},
+                        // stdout is rank 0's output; UCX logs to it by default.
+                        {"UCX_LOG_FILE", std::getenv("UCX_LOG_FILE") ? std::getenv("UCX_LOG_FILE") : "stderr"},
                         {"TANDEM_BOOTSTRAP_TIMEOUT_MS", std::to_string(timeout.count())}});
     };
     how = "started on this box";
@@ -185,6 +195,7 @@ std::vector<std::unique_ptr<tr::Communicator>> Cluster::take_thread_ranks() {
 }
 
 absl::Status Cluster::wait_workers(std::chrono::milliseconds timeout) {
+  leave();
   if (children_ == nullptr) return absl::OkStatus();
   return children_->ranks.wait_all(tr::deadline_in(timeout));
 }

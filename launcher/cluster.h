@@ -53,12 +53,15 @@ class Cluster {
   std::vector<std::unique_ptr<transport::Communicator>> take_thread_ranks();
   // "2 ranks, ucx over tcp, started on this box", for the log.
   const std::string& description() const { return description_; }
-  // Rank 0 with local worker processes: waits for them to exit (OK when all
-  // exited 0), killing them at the deadline.
+  // Leaves the cluster (every rank together, briefly, then the communicator
+  // closes), then, on rank 0 with local worker processes, waits for them to
+  // exit (OK when all exited 0), killing them at the deadline. Every rank
+  // calls it (or the destructor) once its engine is gone.
   absl::Status wait_workers(std::chrono::milliseconds timeout);
 
  private:
   Cluster();
+  void leave();
   struct Children;
 
   int rank_ = 0;
