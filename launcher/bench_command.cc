@@ -67,7 +67,7 @@ absl::StatusOr<double> time_decode(engine::Engine& e, int n) {
     else token = argmax(*logits);
     ++pos;
   }
-  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(e.close_sequence(0));
   TANDEM_RETURN_IF_ERROR(status);
   return now_seconds() - start;
 }
@@ -83,7 +83,7 @@ absl::StatusOr<double> time_prefill(engine::Engine& e, int n, uint32_t seed) {
   const double start = now_seconds();
   auto logits = e.forward({tokens, positions, seqs, {}});
   const double seconds = now_seconds() - start;
-  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(e.close_sequence(0));
   TANDEM_RETURN_IF_ERROR(logits.status());
   return seconds;
 }

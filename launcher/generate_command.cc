@@ -4,10 +4,12 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "launcher/cluster.h"
 #include "launcher/commands.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
@@ -25,6 +27,7 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool no_bos = false;
   std::string logits_out;
+  ClusterFlags cluster;
 };
 
 absl::Status write_floats(const std::string& path, const std::vector<float>& values) {
@@ -36,14 +39,14 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
   return absl::OkStatus();
 }
 
-int run_generate(GenerateFlags& f) {
-  if (f.seed < 0) f.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  f.sampling.seed = static_cast<uint64_t>(f.seed);
-  if (absl::Status s = engine::validate(f.sampling); !s.ok()) return report_error("generate", s);
-
+int generate_on_rank0(GenerateFlags& f, const Cluster& cluster) {
   auto loaded = engine::Engine::Load(f.engine);
   if (!loaded.ok()) return report_error("generate", loaded.status());
   engine::Engine& e = **loaded;
+  if (cluster.size() > 1) {
+    std::fprintf(stderr, "cluster: %s; layout tp %d x pp %d\n", cluster.description().c_str(),
+                 f.engine.tp, f.engine.pp);
+  }
   const model::LoadStats& load = e.load_stats();
   std::fprintf(stderr, "load: %.2f s; weights %.1f MB in %.2f s (%.2f GB/s)%s; %d threads\n",
                e.load_seconds(), load.bytes / 1e6, load.seconds,
@@ -92,6 +95,51 @@ int run_generate(GenerateFlags& f) {
   return 0;
 }
 
+int run_generate(GenerateFlags& f) {
+  if (f.seed < 0) f.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  f.sampling.seed = static_cast<uint64_t>(f.seed);
+  if (absl::Status s = engine::validate(f.sampling); !s.ok()) return report_error("generate", s);
+  const int layout_ranks = f.engine.tp * f.engine.pp;
+  auto joined = Cluster::Join(f.cluster, layout_ranks > 1 ? layout_ranks : 0);
+  if (!joined.ok()) return report_error("generate", joined.status());
+  Cluster& cluster = **joined;
+  // Ranks without a layout: tensor parallelism over all of them.
+  if (cluster.size() > 1 && layout_ranks == 1) f.engine.tp = cluster.size();
+  f.engine.comm = cluster.comm();
+
+  // --transport local: ranks 1..N-1 are threads of this process.
+  auto thread_comms = cluster.take_thread_ranks();
+  std::vector<absl::Status> thread_status(thread_comms.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < thread_comms.size(); ++i) {
+    threads.emplace_back([&, i] {
+      engine::EngineOptions options = f.engine;
+      options.comm = thread_comms[i].get();
+      auto e = engine::Engine::Load(options);
+      thread_status[i] = e.ok() ? (*e)->run_worker() : e.status();
+    });
+  }
+  int code = 0;
+  if (cluster.rank() == 0) {
+    code = generate_on_rank0(f, cluster);
+  } else {
+    auto e = engine::Engine::Load(f.engine);
+    absl::Status s = e.ok() ? (*e)->run_worker() : e.status();
+    if (!s.ok()) {
+      return report_error("generate", absl::Status(s.code(), absl::StrCat("rank ", cluster.rank(),
+                                                                          ": ", s.message())));
+    }
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < thread_status.size() && code == 0; ++i) {
+    if (!thread_status[i].ok()) code = report_error("generate", thread_status[i]);
+  }
+  if (absl::Status s = cluster.wait_workers(std::chrono::seconds(30)); !s.ok() && code == 0) {
+    code = report_error("generate", s);
+  }
+  return code;
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app, int* exit_code) {
@@ -121,6 +169,9 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--no-bos", flags->no_bos, "Do not add the BOS token");
   cmd->add_option("--logits-out", flags->logits_out,
                   "Write raw float32 logits [n_prompt + n_generated - 1][n_vocab]");
+  cmd->add_option("--tp", flags->engine.tp, "Tensor-parallel ranks")->check(CLI::Range(1, 64));
+  cmd->add_option("--pp", flags->engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
+  add_cluster_flags(*cmd, flags->cluster);
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 
