@@ -37,7 +37,17 @@ absl::Status check_model(const ModelDesc& m) {
     return absl::InvalidArgumentError(
         absl::StrCat("model '", m.name, "': dimensions must all be positive"));
   }
-  if (m.kv_element_bytes <= 0 || m.kv_block_positions <= 0) {
+  // Bounds far above any real model that keep every product below in 64 bits.
+  if (d.n_layers > (1 << 16) || d.dim > (1 << 24) || d.n_heads > (1 << 16) ||
+      d.n_kv_heads > (1 << 16) || d.head_dim > (1 << 16) || d.ffn_dim > (1 << 24) ||
+      d.n_vocab > (int64_t{1} << 31) || d.n_kv_heads * d.head_dim > (1 << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", m.name, "': dimensions beyond any real model (", d.n_layers, " layers, dim ",
+        d.dim, ", ", d.n_heads, " heads, ", d.n_kv_heads, " KV heads of ", d.head_dim,
+        ", FFN ", d.ffn_dim, ", vocabulary ", d.n_vocab, ")"));
+  }
+  if (m.kv_element_bytes <= 0 || m.kv_block_positions <= 0 || m.kv_element_bytes > 16 ||
+      m.kv_block_positions > (1 << 20)) {
     return absl::InvalidArgumentError("KV element bytes and block positions must be positive");
   }
   for (const TensorDesc& t : m.tensors) {

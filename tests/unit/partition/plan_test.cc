@@ -447,6 +447,12 @@ TEST(MakePlan, BadModelsAreRefusedClearly) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(st.message()), HasSubstr("'blk.0.attn_k.weight' of model 'test' is 64 x 256"));
 
+  ModelDesc huge = llama(small_dims());
+  huge.dims.n_layers = int64_t{1} << 40;
+  st = make_plan(huge, c, req).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("beyond any real model"));
+
   Request bad = req;
   bad.batch = 0;
   EXPECT_EQ(make_plan(llama(small_dims()), c, bad).status().code(),
