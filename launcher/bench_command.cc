@@ -119,12 +119,18 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
   const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
   for (int n : tests) {
     std::vector<double> speeds;
+    double sync = 0;  // seconds rank 0 spent in exchanges during the timed runs
     // One untimed warm-up run, then the repetitions.
     for (int r = 0; r <= f.repetitions; ++r) {
+      const double sync_before = e.sync_seconds();
       auto s = decode ? time_decode(e, n) : time_prefill(e, n, 1234 + r);
       if (!s.ok()) return report_error("bench", s.status());
-      if (r > 0) speeds.push_back(n / *s);
+      if (r > 0) {
+        speeds.push_back(n / *s);
+        sync += e.sync_seconds() - sync_before;
+      }
     }
+    const double sync_us_per_token = sync / (static_cast<double>(n) * f.repetitions) * 1e6;
     const Sample s = summarize(speeds);
     const double bound = bandwidth / static_cast<double>(per_token);
     const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
@@ -133,18 +139,20 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
                           {"test", test}, {"tokens_per_s", s.mean},
                           {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
                           {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
+    if (e.distributed()) row["sync_us_per_token"] = sync_us_per_token;
     if (decode) {
       row["bound_tokens_per_s"] = bound;
       row["fraction_of_bound"] = s.mean / bound;
     }
     rows.push_back(row);
     if (!f.json) {
-      std::printf("| %s | %.2f GB | %s | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f |\n",
+      std::printf("| %s | %.2f GB | %s | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f | %s |\n",
                   name.c_str(), per_token / 1e9, type.c_str(), layout.c_str(), t, test.c_str(),
                   s.mean, s.stddev,
                   decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
                   decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
-                  bandwidth / 1e9);
+                  bandwidth / 1e9,
+                  e.distributed() ? absl::StrCat(std::lround(sync_us_per_token)).c_str() : "-");
       std::fflush(stdout);
     }
   }
@@ -170,8 +178,8 @@ int run_bench(const BenchFlags& f) {
   Cluster& cluster = **joined;
   if (!f.json && cluster.rank() == 0) {
     std::printf(
-        "| model | size | type | layout | threads | test | t/s | bound t/s | of bound | GB/s read |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+        "| model | size | type | layout | threads | test | t/s | bound t/s | of bound | GB/s read | sync us/token |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   }
   for (int t : f.threads) {
     engine::EngineOptions options;
