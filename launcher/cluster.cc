@@ -39,10 +39,12 @@ void Cluster::leave() {
   comm_.reset();  // before the bootstrap and the children's reaping
 }
 
-void add_cluster_flags(CLI::App& command, ClusterFlags& f) {
-  command.add_option("--local-ranks", f.local_ranks,
-                     "start N ranks on this box: this process is rank 0")
-      ->check(CLI::Range(1, 64));
+void add_cluster_flags(CLI::App& command, ClusterFlags& f, bool with_local_ranks) {
+  if (with_local_ranks) {
+    command.add_option("--local-ranks", f.local_ranks,
+                       "start N ranks on this box: this process is rank 0")
+        ->check(CLI::Range(1, 64));
+  }
   command.add_option("--transport", f.transport, "auto | local (threads) | ucx | mpi")
       ->check(CLI::IsMember({"auto", "local", "ucx", "mpi"}));
   command.add_flag("--shared-memory", f.shared_memory,
@@ -188,10 +190,6 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
 #else
   return absl::UnimplementedError("this build has no UCX transport");
 #endif
-}
-
-std::vector<std::unique_ptr<tr::Communicator>> Cluster::take_thread_ranks() {
-  return std::move(thread_ranks_);
 }
 
 absl::Status Cluster::wait_workers(std::chrono::milliseconds timeout) {

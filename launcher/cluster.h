@@ -34,7 +34,9 @@ struct ClusterFlags {
   std::string cluster_token_file;
   int rendezvous_timeout_s = 60;
 };
-void add_cluster_flags(CLI::App& command, ClusterFlags& flags);
+// `with_local_ranks`: false for commands whose rank count comes from their
+// layout alone (or that own a --local-ranks of their own).
+void add_cluster_flags(CLI::App& command, ClusterFlags& flags, bool with_local_ranks = true);
 
 class Cluster {
  public:
@@ -50,7 +52,9 @@ class Cluster {
   transport::Communicator* comm() const { return comm_.get(); }
   // `--transport local`: the communicators of ranks 1..N-1, whose engines
   // the command runs on threads of this process.
-  std::vector<std::unique_ptr<transport::Communicator>> take_thread_ranks();
+  const std::vector<std::unique_ptr<transport::Communicator>>& thread_ranks() const {
+    return thread_ranks_;
+  }
   // "2 ranks, ucx over tcp, started on this box", for the log.
   const std::string& description() const { return description_; }
   // Leaves the cluster (every rank together, briefly, then the communicator

@@ -4,13 +4,13 @@
 #include <fstream>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "launcher/cluster.h"
 #include "launcher/commands.h"
+#include "launcher/engine_cluster.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
 
@@ -39,13 +39,10 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
   return absl::OkStatus();
 }
 
-int generate_on_rank0(GenerateFlags& f, const Cluster& cluster) {
-  auto loaded = engine::Engine::Load(f.engine);
-  if (!loaded.ok()) return report_error("generate", loaded.status());
-  engine::Engine& e = **loaded;
+int generate_on_rank0(GenerateFlags& f, const Cluster& cluster, engine::Engine& e) {
   if (cluster.size() > 1) {
     std::fprintf(stderr, "cluster: %s; layout tp %d x pp %d\n", cluster.description().c_str(),
-                 f.engine.tp, f.engine.pp);
+                 e.world().tp(), e.world().pp());
   }
   const model::LoadStats& load = e.load_stats();
   std::fprintf(stderr, "load: %.2f s; weights %.1f MB in %.2f s (%.2f GB/s)%s; %d threads\n",
@@ -103,37 +100,8 @@ int run_generate(GenerateFlags& f) {
   auto joined = Cluster::Join(f.cluster, layout_ranks > 1 ? layout_ranks : 0);
   if (!joined.ok()) return report_error("generate", joined.status());
   Cluster& cluster = **joined;
-  // Ranks without a layout: tensor parallelism over all of them.
-  if (cluster.size() > 1 && layout_ranks == 1) f.engine.tp = cluster.size();
-  f.engine.comm = cluster.comm();
-
-  // --transport local: ranks 1..N-1 are threads of this process.
-  auto thread_comms = cluster.take_thread_ranks();
-  std::vector<absl::Status> thread_status(thread_comms.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < thread_comms.size(); ++i) {
-    threads.emplace_back([&, i] {
-      engine::EngineOptions options = f.engine;
-      options.comm = thread_comms[i].get();
-      auto e = engine::Engine::Load(options);
-      thread_status[i] = e.ok() ? (*e)->run_worker() : e.status();
-    });
-  }
-  int code = 0;
-  if (cluster.rank() == 0) {
-    code = generate_on_rank0(f, cluster);
-  } else {
-    auto e = engine::Engine::Load(f.engine);
-    absl::Status s = e.ok() ? (*e)->run_worker() : e.status();
-    if (!s.ok()) {
-      return report_error("generate", absl::Status(s.code(), absl::StrCat("rank ", cluster.rank(),
-                                                                          ": ", s.message())));
-    }
-  }
-  for (auto& t : threads) t.join();
-  for (size_t i = 0; i < thread_status.size() && code == 0; ++i) {
-    if (!thread_status[i].ok()) code = report_error("generate", thread_status[i]);
-  }
+  int code = run_engine_cluster("generate", cluster, f.engine,
+                                [&](engine::Engine& e) { return generate_on_rank0(f, cluster, e); });
   if (absl::Status s = cluster.wait_workers(std::chrono::seconds(30)); !s.ok() && code == 0) {
     code = report_error("generate", s);
   }

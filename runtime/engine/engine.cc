@@ -110,6 +110,8 @@ absl::Status Engine::load_local(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+double Engine::sync_seconds() const { return workspace_->sync_seconds; }
+
 absl::Status Engine::usable() const {
   if (!broken_.ok()) {
     return absl::UnavailableError(

@@ -68,6 +68,9 @@ class Engine {
   const partition::World& world() const { return world_; }
   const model::LlamaModel& model() const { return *model_; }
   bool distributed() const { return comm_ != nullptr; }
+  // Seconds this rank has spent exchanging data with the others during
+  // forward passes (waiting for them included), since load.
+  double sync_seconds() const;
 
   // Driver calls (rank 0, or the only rank).
   absl::Status open_sequence(int32_t seq);

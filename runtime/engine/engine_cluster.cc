@@ -5,6 +5,7 @@
 // exchange leaves the ranks' states apart, and the engine refuses further work.
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -14,6 +15,10 @@
 
 namespace tandem::engine {
 namespace {
+
+// How long a worker polls for the next step before it sleeps between polls.
+constexpr auto kBusyPoll = std::chrono::milliseconds(20);
+constexpr auto kIdleSleep = std::chrono::microseconds(200);
 
 bool is_input_error(const absl::Status& s) {
   return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s) || absl::IsResourceExhausted(s);
@@ -121,11 +126,14 @@ absl::Status Engine::run_forward(const model::Batch& batch) {
     const size_t bytes = sizeof(float) * n_out * config().n_vocab;
     const int last = world_.rank_of(world_.pp() - 1, 0);
     const transport::Deadline deadline = transport::deadline_in(options_.step_timeout);
+    const double start = std::chrono::duration<double>(transport::Clock::now().time_since_epoch()).count();
     if (n_out > 0 && world_.rank() == 0) {
       st = comm_->recv(logits_.data(), bytes, last, kLogitsTag, deadline);
     } else if (n_out > 0 && world_.rank() == last) {
       st = comm_->send(logits_.data(), bytes, 0, kLogitsTag, deadline);
     }
+    workspace_->sync_seconds +=
+        std::chrono::duration<double>(transport::Clock::now().time_since_epoch()).count() - start;
   }
   if (!st.ok() && comm_ != nullptr && !is_input_error(st)) broken_ = st;
   return st;
@@ -143,9 +151,14 @@ absl::Status Engine::run_worker(const std::atomic<bool>* stop) {
   StepCommand command;
   for (;;) {
     TANDEM_ASSIGN_OR_RETURN(auto request, comm_->irecv(&command, sizeof command, 0, kStepTag));
-    // Idle clusters wait here for long; wake up now and then to honour `stop`.
+    // The next step usually follows at once: poll for a while, then back off
+    // to short sleeps so that an idle cluster does not burn its cores, and
+    // wake up now and then to honour `stop`.
+    const auto idle_since = transport::Clock::now();
     for (;;) {
-      absl::Status st = request->wait(transport::deadline_in(std::chrono::milliseconds(100)));
+      const bool fresh = transport::Clock::now() - idle_since < kBusyPoll;
+      absl::Status st = request->wait(
+          transport::deadline_in(fresh ? std::chrono::milliseconds(1) : std::chrono::milliseconds(0)));
       if (st.ok()) break;
       if (!absl::IsDeadlineExceeded(st)) {
         broken_ = absl::Status(st.code(), absl::StrCat("rank ", world_.rank(),
@@ -153,6 +166,7 @@ absl::Status Engine::run_worker(const std::atomic<bool>* stop) {
         return broken_;
       }
       if (stop != nullptr && stop->load()) return absl::CancelledError("the worker was stopped");
+      if (!fresh) std::this_thread::sleep_for(kIdleSleep);
     }
     if (command.magic != kStepMagic) return malformed("a step without the magic number");
     switch (static_cast<StepOp>(command.op)) {

@@ -3,6 +3,7 @@
 // rows, with two all_reduces per layer over the TP group, and hidden states
 // passed between stages in micro-batches so that the stages overlap.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,19 @@ namespace {
 constexpr uint32_t kHiddenTag = 0x4844;  // "HD"
 // Pipeline micro-batches: at least this many tokens each.
 constexpr int64_t kMinMicroBatch = 16;
+
+// Adds the seconds of its scope to `total`.
+class SyncTimer {
+ public:
+  explicit SyncTimer(double& total) : total_(total), start_(transport::Clock::now()) {}
+  ~SyncTimer() {
+    total_ += std::chrono::duration<double>(transport::Clock::now() - start_).count();
+  }
+
+ private:
+  double& total_;
+  transport::Clock::time_point start_;
+};
 
 Batch slice(const Batch& b, int64_t begin, int64_t end, bool last,
             std::span<const uint8_t> no_logits) {
@@ -93,6 +107,7 @@ absl::Status LlamaModel::forward(const Batch& batch, engine::KvCache& cache, Lla
     for (int64_t i = 0; i < sub.size(); ++i) out_row += sub.wants_logits(i) ? 1 : 0;
   }
   for (auto& send : ws.sends) {
+    const SyncTimer timer(ws.sync_seconds);
     absl::Status sent = send->wait(deadline);
     if (status.ok()) status = sent;
   }
@@ -119,6 +134,7 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
   // slices of the embedding).
   auto tp_sum = [&](float* data, int64_t count) {
     if (parallel.tp_group == nullptr) return absl::OkStatus();
+    const SyncTimer timer(ws.sync_seconds);
     return parallel.tp_group->all_reduce(data, static_cast<size_t>(count),
                                          transport::DataType::kF32, transport::ReduceOp::kSum,
                                          deadline);
@@ -139,6 +155,7 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
     }
     TANDEM_RETURN_IF_ERROR(tp_sum(ws.x.data(), n * c.dim));
   } else {
+    const SyncTimer timer(ws.sync_seconds);
     TANDEM_RETURN_IF_ERROR(parallel.world->recv(ws.x.data(), sizeof(float) * n * c.dim,
                                                 parallel.prev_stage, kHiddenTag, deadline));
   }
@@ -227,6 +244,7 @@ absl::Status LlamaModel::gather_logits(int64_t n_out, LlamaWorkspace& ws, std::s
                                        transport::Deadline deadline) const {
   const int64_t stride = shard_.vocab_stride;
   const size_t count = static_cast<size_t>(n_out * stride);
+  const SyncTimer timer(ws.sync_seconds);
   TANDEM_RETURN_IF_ERROR(parallel.tp_group->all_gather(ws.logits_local.data(), ws.gathered.data(),
                                                        count, transport::DataType::kF32, deadline));
   const int64_t n_vocab = config_.n_vocab;

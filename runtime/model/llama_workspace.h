@@ -35,6 +35,9 @@ struct LlamaWorkspace {
   std::vector<float> send_x;        // [max_tokens][dim]
   std::vector<std::unique_ptr<transport::Request>> sends;
   std::vector<uint8_t> no_logits;  // [max_tokens] zeros: micro-batches that want none
+  // Seconds this rank spent in exchanges with the others (all_reduces,
+  // stage-to-stage transfers, the logits gather), waiting for them included.
+  double sync_seconds = 0;
 };
 
 }  // namespace tandem::model

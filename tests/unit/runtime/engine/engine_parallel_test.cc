@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <future>
@@ -240,6 +241,60 @@ TEST(EngineCluster, ARankThatCannotLoadFailsEveryRank) {
   EXPECT_NE(e.status().message().find("rank 1 failed to load"), std::string::npos) << e.status();
   EXPECT_NE(e.status().message().find("missing.gguf"), std::string::npos) << e.status();
   EXPECT_FALSE(worker_status.get_future().get().ok());
+}
+
+// Bytes this thread has read through read(2)/pread(2) so far, as the kernel
+// counts them.
+uint64_t thread_read_bytes() {
+  std::ifstream in("/proc/thread-self/io");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  ADD_FAILURE() << "no rchar in /proc/thread-self/io";
+  return 0;
+}
+
+// A TP=2 rank reads about half of the weights (plus the replicated norms and
+// the file's header), measured by the kernel's count of the bytes each rank's
+// thread read while it loaded.
+TEST(EngineCluster, ATensorParallelRankReadsOnlyItsHalf) {
+  auto comms = transport::make_local_world(2);
+  std::vector<uint64_t> read(2, 0);
+  std::vector<uint64_t> counted(2, 0);
+  auto load = [&](int r) {
+    EngineOptions o = options_for("tiny-f32.gguf", 2, 1);
+    o.comm = comms[r].get();
+    const uint64_t before = thread_read_bytes();
+    auto e = Engine::Load(o);
+    read[r] = thread_read_bytes() - before;
+    ASSERT_TRUE(e.ok()) << e.status();
+    counted[r] = (*e)->load_stats().bytes;
+    if (r == 0) {
+      EXPECT_TRUE((*e)->shutdown_workers().ok());
+    } else {
+      EXPECT_TRUE((*e)->run_worker().ok());
+    }
+  };
+  std::thread worker(load, 1);
+  load(0);
+  worker.join();
+  auto file = gguf::File::Open(kDir + "tiny-f32.gguf");
+  ASSERT_TRUE(file.ok());
+  uint64_t weights = 0, replicated = 0;
+  for (const gguf::TensorInfo& t : file->tensors()) {
+    weights += t.n_bytes;
+    if (t.dims.size() == 1) replicated += t.n_bytes;  // norms
+  }
+  // The header (metadata, tokenizer) is parsed in reads of up to 1 MiB.
+  const uint64_t header = file->tensors().front().file_offset + (1u << 20);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_LE(counted[r], (weights - replicated) / 2 + replicated) << "rank " << r;
+    EXPECT_LE(read[r], (weights - replicated) / 2 + replicated + header)
+        << "rank " << r << " read " << read[r] << " of " << weights << " weight bytes";
+    EXPECT_GE(read[r], counted[r]);
+  }
 }
 
 TEST(EngineCluster, ALayoutThatDoesNotMatchTheClusterIsRefused) {
