@@ -1,6 +1,7 @@
 // tandem serve: rank 0 serves the gRPC API (InferenceService, ClusterService,
-// grpc.health.v1, reflection) for a model that every rank of the cluster
-// loads; every other rank runs the worker loop. Ranks come from --local-ranks
+// grpc.health.v1, reflection) for a model split over every rank of the
+// cluster (tensor parallel by default); every other rank serves its shard
+// from Engine::run_worker(), with a heartbeat beside it. Ranks come from --local-ranks
 // (forked here), --rank/--world-size/--master, the TANDEM_* environment, or
 // mpirun's. SIGTERM drains and stops the whole cluster with exit code 0.
 #include <signal.h>
@@ -24,8 +25,13 @@
 #include "launcher/serve/local_ranks.h"
 #include "launcher/serve/security.h"
 #include "launcher/serve/serve_node.h"
+#include "runtime/engine/engine.h"
 #include "runtime/testing/test_model.h"
 #include "transport/bootstrap/config.h"
+#include "transport/communicator.h"
+#ifdef TANDEM_HAVE_UCX
+#include "transport/ucx/ucx_communicator.h"
+#endif
 
 namespace tandem::launcher {
 namespace {
@@ -79,6 +85,32 @@ std::string random_token() {
 absl::StatusOr<uint16_t> free_port() {
   TANDEM_ASSIGN_OR_RETURN(tr::Fd fd, tr::tcp_listen("127.0.0.1", 0));
   return tr::local_port(fd.get());
+}
+
+// The engine's links between the ranks, set up through the rendezvous store.
+absl::StatusOr<std::unique_ptr<tr::Communicator>> make_communicator(
+    tr::Bootstrap& boot, std::chrono::milliseconds timeout) {
+#ifdef TANDEM_HAVE_UCX
+  tr::UcxOptions options;
+  options.setup_timeout = timeout;
+  options.peer_failure_detection = true;
+  return tr::make_ucx_communicator(boot, options);
+#else
+  (void)boot;
+  (void)timeout;
+  return absl::UnimplementedError(
+      "serving across ranks needs the UCX transport, which this build does not have");
+#endif
+}
+
+// The engine options every rank loads with: its communicator and the layout
+// (tensor parallelism over every rank unless --tp/--pp say otherwise).
+engine::EngineOptions engine_options(const ServeFlags& f, int world, tr::Communicator* comm) {
+  engine::EngineOptions o = f.serve.engine;
+  o.comm = comm;
+  if (world > 1 && o.tp * o.pp == 1) o.tp = world;
+  o.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
+  return o;
 }
 
 // Where this process stands in the cluster.
@@ -179,7 +211,28 @@ int run_worker_rank(const Placement& p, const ServeFlags& f) {
   serve::WorkerOptions options;
   options.heartbeat = std::chrono::milliseconds(
       std::max<int64_t>(100, static_cast<int64_t>(f.heartbeat_timeout_s * 1000 / 5)));
-  const absl::Status s = serve::run_worker(**boot, options);
+  serve::WorkerHeartbeat heartbeat(**boot, options);
+  auto comm = make_communicator(**boot, p.config.timeout);
+  if (!comm.ok()) {
+    heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(comm.status().message()));
+    return report_error(who, comm.status());
+  }
+  absl::Status s;
+  {
+    auto loaded = engine::Engine::Load(engine_options(f, p.config.world_size, comm->get()));
+    if (!loaded.ok()) {
+      heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(loaded.status().message()));
+      s = loaded.status();
+    } else {
+      heartbeat.set_health(v1::RANK_HEALTH_HEALTHY);
+      // Takes part in every step rank 0 drives; returns when rank 0 closes
+      // its engine, or when the heartbeat finds rank 0 gone.
+      s = (*loaded)->run_worker(heartbeat.lost_flag());
+    }
+  }
+  if (absl::Status lost = heartbeat.lost_status(); !lost.ok()) return report_error(who, lost);
+  if (!s.ok()) return report_error(who, s);
+  s = heartbeat.finish(Clock::now() + std::chrono::seconds(10));
   if (!s.ok()) return report_error(who, s);
   return 0;
 }
@@ -230,15 +283,20 @@ int run_rank0(const Placement& p, ServeFlags& f) {
     }
   }
   std::unique_ptr<tr::Bootstrap> boot;
+  std::unique_ptr<tr::Communicator> comm;
   if (world > 1) {
     std::fprintf(stderr, "tandem serve: waiting for %d ranks (%s)\n", world, p.launch.c_str());
     auto created = tr::Bootstrap::create(config);
     if (!created.ok()) return report_error("serve", created.status());
     boot = std::move(*created);
+    auto linked = make_communicator(*boot, config.timeout);
+    if (!linked.ok()) return report_error("serve", linked.status());
+    comm = std::move(*linked);
   }
   serve::ClusterMonitor monitor(
       boot.get(), world, world > 1 && p.launch == "local-ranks" ? &children : nullptr,
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_timeout_s * 1000)));
+  monitor.set_comm(comm.get());
   node.set_monitor(&monitor);
 
   // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
@@ -247,7 +305,7 @@ int run_rank0(const Placement& p, ServeFlags& f) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
   }
   serve::ServeNode::StopCause cause;
-  if (absl::Status s = node.load(); !s.ok()) {
+  if (absl::Status s = node.load(engine_options(f, world, comm.get())); !s.ok()) {
     cause.failure = s;
   } else {
     std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
@@ -257,6 +315,7 @@ int run_rank0(const Placement& p, ServeFlags& f) {
   }
   node.stop(cause);
   (*api)->shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  node.close_engine();  // the workers' engines leave run_worker()
   const auto closing = std::chrono::seconds(10);
   absl::Status workers = monitor.stop_workers(
       cause.failure.ok() ? "rank 0 is shutting down" : "rank 0 failed", Clock::now() + closing);
@@ -321,6 +380,10 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--context", f->serve.engine.context_length, "Context length (default: the model's)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--tp", f->serve.engine.tp,
+                  "Tensor-parallel ranks (default: every rank, when --pp is not given)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--pp", f->serve.engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
   cmd->add_option("--batch", f->serve.engine.max_batch_tokens, "Largest forward batch in tokens")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--mmap", f->serve.engine.use_mmap, "Map the model file instead of reading it");

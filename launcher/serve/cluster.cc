@@ -45,45 +45,94 @@ v1::RankReport describe_this_process(int rank) {
   return r;
 }
 
-absl::Status run_worker(tr::Bootstrap& boot, const WorkerOptions& options) {
-  v1::RankReport report = describe_this_process(boot.rank());
-  auto publish = [&]() -> absl::Status {
-    report.set_heartbeat(report.heartbeat() + 1);
-    const v1::RankReport fresh = describe_this_process(boot.rank());
-    report.set_memory_available_bytes(fresh.memory_available_bytes());
-    report.set_rss_bytes(fresh.rss_bytes());
-    return boot.set(rank_key(boot.rank()), report.SerializeAsString(),
-                    tr::BootstrapClock::now() + options.heartbeat * 4);
-  };
-  report.set_health(v1::RANK_HEALTH_LOADING);
-  TANDEM_RETURN_IF_ERROR(publish());
+WorkerHeartbeat::WorkerHeartbeat(tr::Bootstrap& boot, const WorkerOptions& options)
+    : boot_(boot), options_(options), report_(describe_this_process(boot.rank())) {
+  report_.set_health(v1::RANK_HEALTH_LOADING);
+  thread_ = std::thread([this] { run(); });
+}
 
-  // SEAM(distributed engine): this rank loads its shard here, with the
-  // communicator built on `boot` and the tp/pp options, and then runs
-  // `engine->run_worker()`, which returns when rank 0 shuts the workers down
-  // (or with an error when a peer is lost). The heartbeat below then moves to
-  // a thread of its own beside run_worker(). Until that engine lands a worker
-  // holds no model: it reports itself loaded and waits for rank 0's command.
-  report.set_health(v1::RANK_HEALTH_HEALTHY);
+WorkerHeartbeat::~WorkerHeartbeat() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
 
+void WorkerHeartbeat::set_health(v1::RankHealth health, const std::string& detail) {
+  std::lock_guard<std::mutex> lock(mu_);
+  report_.set_health(health);
+  report_.set_detail(detail);
+}
+
+absl::Status WorkerHeartbeat::lost_status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lost_status_;
+}
+
+absl::Status WorkerHeartbeat::publish() {
+  std::string value;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    report_.set_heartbeat(report_.heartbeat() + 1);
+    const v1::RankReport fresh = describe_this_process(boot_.rank());
+    report_.set_memory_available_bytes(fresh.memory_available_bytes());
+    report_.set_rss_bytes(fresh.rss_bytes());
+    value = report_.SerializeAsString();
+  }
+  return boot_.set(rank_key(boot_.rank()), value,
+                   tr::BootstrapClock::now() + options_.heartbeat * 4);
+}
+
+void WorkerHeartbeat::run() {
   while (true) {
-    TANDEM_RETURN_IF_ERROR(publish());
-    absl::StatusOr<std::string> command =
-        boot.get(kControlKey, tr::BootstrapClock::now() + options.heartbeat);
-    if (command.ok()) {
-      v1::ControlCommand c;
-      if (!c.ParseFromString(*command) || c.kind() != v1::ControlCommand::KIND_SHUTDOWN) {
-        return absl::DataLossError("rank 0 sent a control command this rank does not understand");
-      }
-      std::fprintf(stderr, "tandem serve (rank %d): shutting down (%s)\n", boot.rank(),
-                   c.reason().c_str());
-      return boot.barrier(tr::BootstrapClock::now() + options.closing_timeout);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_ || command_) return;
     }
-    if (command.status().code() != absl::StatusCode::kDeadlineExceeded) {
-      return absl::UnavailableError(absl::StrCat("lost rank 0 (", command.status().message(),
-                                                 "): exiting, nothing left to serve"));
+    absl::Status s = publish();
+    if (s.ok()) {
+      absl::StatusOr<std::string> command =
+          boot_.get(kControlKey, tr::BootstrapClock::now() + options_.heartbeat);
+      if (command.ok()) {
+        v1::ControlCommand c;
+        std::lock_guard<std::mutex> lock(mu_);
+        if (c.ParseFromString(*command) && c.kind() == v1::ControlCommand::KIND_SHUTDOWN) {
+          std::fprintf(stderr, "tandem serve (rank %d): shutting down (%s)\n", boot_.rank(),
+                       c.reason().c_str());
+          command_ = true;
+        } else {
+          s = absl::DataLossError("rank 0 sent a control command this rank does not understand");
+        }
+      } else if (command.status().code() != absl::StatusCode::kDeadlineExceeded) {
+        s = command.status();
+      }
+    }
+    if (!s.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        lost_status_ = absl::UnavailableError(
+            absl::StrCat("lost rank 0 (", s.message(), "): exiting, nothing left to serve"));
+      }
+      lost_.store(true);
+      cv_.notify_all();
+      return;
+    }
+    cv_.notify_all();
+  }
+}
+
+absl::Status WorkerHeartbeat::finish(Clock::time_point deadline) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_until(lock, deadline, [&] { return command_ || !lost_status_.ok(); });
+    if (!lost_status_.ok()) return lost_status_;
+    if (!command_) {
+      return absl::DeadlineExceededError("rank 0 did not send the shutdown command in time");
     }
   }
+  return boot_.barrier(deadline);
 }
 
 ClusterMonitor::ClusterMonitor(tr::Bootstrap* boot, int world_size, LocalRanks* children,
@@ -137,6 +186,7 @@ void ClusterMonitor::poll() {
         failure_ = absl::UnavailableError(absl::StrCat(
             "rank ", r, " sent no heartbeat for ", seconds_since(s.last_change), " s"));
       }
+      if (failure_ && comm_ != nullptr) comm_->abort(*failure_);
     }
     std::unique_lock<std::mutex> lock(mu_);
     stop_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_; });
@@ -160,6 +210,12 @@ absl::Status ClusterMonitor::wait_all_loaded(Clock::time_point deadline) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+void ClusterMonitor::set_comm(tr::Communicator* comm) {
+  std::lock_guard<std::mutex> lock(mu_);
+  comm_ = comm;
+  if (comm_ != nullptr && failure_) comm_->abort(*failure_);
 }
 
 std::optional<absl::Status> ClusterMonitor::failure() {

@@ -1,10 +1,12 @@
 // The serving cluster's internal control plane, over the transport bootstrap
-// store (see cluster.proto for why not gRPC): every worker publishes a
-// RankReport heartbeat under its key and waits for rank 0's ControlCommand;
-// rank 0's ClusterMonitor reads the reports, tells healthy ranks from silent
-// or failed ones, and stops the workers at shutdown with a closing barrier.
+// store (see cluster.proto for why not gRPC), beside the engine's own
+// exchanges over the communicator: every worker publishes a RankReport
+// heartbeat under its key and waits for rank 0's ControlCommand; rank 0's
+// ClusterMonitor reads the reports, tells healthy ranks from silent or failed
+// ones, and stops the workers at shutdown with a closing barrier.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -19,6 +21,7 @@
 #include "launcher/serve/local_ranks.h"
 #include "tandem/v1/cluster.pb.h"
 #include "transport/bootstrap/bootstrap.h"
+#include "transport/communicator.h"
 
 namespace tandem::launcher::serve {
 
@@ -32,14 +35,45 @@ v1::RankReport describe_this_process(int rank);
 
 struct WorkerOptions {
   std::chrono::milliseconds heartbeat{500};
-  // How long the closing barrier may wait for the other ranks.
-  std::chrono::milliseconds closing_timeout{10000};
 };
 
-// The life of every rank but 0 after the rendezvous: load its part of the
-// model, report, heartbeat, and return OK when rank 0 shuts the cluster down,
-// or UNAVAILABLE when rank 0 is gone (its store closed the connection).
-absl::Status run_worker(transport::Bootstrap& boot, const WorkerOptions& options);
+// A worker's side of the control plane, on a thread of its own while the
+// worker's engine runs: publishes this rank's RankReport every heartbeat and
+// watches for rank 0's ControlCommand. When the store goes away (rank 0 died)
+// it raises lost_flag(), which the engine's run_worker() takes as its stop
+// flag, so the worker leaves even while it waits for the next step.
+class WorkerHeartbeat {
+ public:
+  WorkerHeartbeat(transport::Bootstrap& boot, const WorkerOptions& options);
+  ~WorkerHeartbeat();
+  WorkerHeartbeat(const WorkerHeartbeat&) = delete;
+  WorkerHeartbeat& operator=(const WorkerHeartbeat&) = delete;
+
+  // LOADING at first; HEALTHY once loaded, FAILED with why.
+  void set_health(v1::RankHealth health, const std::string& detail = "");
+  const std::atomic<bool>* lost_flag() const { return &lost_; }
+  // UNAVAILABLE naming the cause once rank 0 is lost; OK otherwise.
+  absl::Status lost_status();
+  // Waits for rank 0's shutdown command, then meets the other ranks at the
+  // closing barrier. UNAVAILABLE when rank 0 is lost first, DEADLINE_EXCEEDED
+  // at `deadline`.
+  absl::Status finish(Clock::time_point deadline);
+
+ private:
+  void run();
+  absl::Status publish();
+
+  transport::Bootstrap& boot_;
+  const WorkerOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  v1::RankReport report_;  // guarded by mu_
+  bool command_ = false;   // rank 0's shutdown command arrived
+  absl::Status lost_status_;
+  std::atomic<bool> lost_{false};
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 class ClusterMonitor {
  public:
@@ -57,6 +91,9 @@ class ClusterMonitor {
   // The first rank failure seen (a FAILED report, an exit, or silence past
   // the heartbeat timeout), if any.
   std::optional<absl::Status> failure();
+  // Rank 0's communicator, aborted when a rank fails so that a step in
+  // flight ends at once instead of at its deadline; null to detach.
+  void set_comm(transport::Communicator* comm);
   // Every rank's status, rank 0 (this process) first.
   std::vector<v1::RankStatus> ranks();
   // Publishes the shutdown command and waits for the workers at the closing
@@ -75,6 +112,7 @@ class ClusterMonitor {
   transport::Bootstrap* boot_;
   const int world_size_;
   LocalRanks* children_;
+  transport::Communicator* comm_ = nullptr;  // guarded by mu_
   const std::chrono::milliseconds heartbeat_timeout_;
   const Clock::time_point started_;
 

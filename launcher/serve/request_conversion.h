@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
-#include "runtime/engine/scheduler.h"
+#include "runtime/engine/sequence_request.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tandem/v1/inference.pb.h"
 

@@ -19,21 +19,24 @@ void ServeNode::set_monitor(ClusterMonitor* monitor) {
   monitor_ = monitor;
 }
 
-ServeNode::~ServeNode() {
+ServeNode::~ServeNode() { close_engine(); }
+
+void ServeNode::close_engine() {
+  ready_.store(false, std::memory_order_release);
   scheduler_.reset();  // joins the loop before the engine goes
   runner_.reset();
   engine_.reset();
 }
 
-absl::Status ServeNode::load() {
-  const std::string& path = options_.engine.model_path;
+absl::Status ServeNode::load(const engine::EngineOptions& engine_options) {
+  const std::string& path = engine_options.model_path;
   std::error_code ec;
   const uintmax_t size = std::filesystem::file_size(path, ec);
   absl::StatusOr<std::unique_ptr<engine::Engine>> loaded;
   {
     LoadProgress progress(std::filesystem::path(path).filename().string(), ec ? 0 : size);
     const auto start = Clock::now();
-    loaded = engine::Engine::Load(options_.engine);
+    loaded = engine::Engine::Load(engine_options);
     progress.finish(loaded.ok(), std::chrono::duration<double>(Clock::now() - start).count());
   }
   if (!loaded.ok()) return loaded.status();
@@ -198,10 +201,13 @@ v1::ClusterStatus ServeNode::status() {
   }
   v1::Layout* layout = s.mutable_layout();
   layout->set_world_size(options_.world_size);
-  // Today's engine runs the whole model on rank 0; the distributed engine
-  // reports its own tp x pp here.
-  layout->set_tp(1);
-  layout->set_pp(1);
+  if (ready_.load(std::memory_order_acquire)) {
+    layout->set_tp(engine_->world().tp());
+    layout->set_pp(engine_->world().pp());
+  } else {
+    layout->set_tp(options_.engine.tp);
+    layout->set_pp(options_.engine.pp);
+  }
   layout->set_launch(options_.launch);
   if (monitor != nullptr) {
     for (v1::RankStatus& r : monitor->ranks()) *s.add_ranks() = std::move(r);

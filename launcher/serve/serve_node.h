@@ -45,9 +45,10 @@ class ServeNode final : public ServeBackend {
   // must outlive the node.
   void set_monitor(ClusterMonitor* monitor);
 
-  // Loads the model (with a progress display), waits until every rank has
+  // Loads the model with `engine_options` (this rank's communicator and the
+  // layout filled in; a progress display), waits until every rank has
   // loaded, and starts serving.
-  absl::Status load();
+  absl::Status load(const engine::EngineOptions& engine_options);
 
   struct StopCause {
     absl::Status failure;  // OK for an orderly shutdown
@@ -58,6 +59,9 @@ class ServeNode final : public ServeBackend {
   // Drains for at most `drain_timeout_seconds`, ends what still runs, and
   // stops the scheduler. After a failure, ends everything at once.
   void stop(const StopCause& cause);
+  // Destroys the scheduler and the engine, which lets the workers' engines
+  // return from run_worker(). Only once the API server is down.
+  void close_engine();
 
   // ServeBackend.
   absl::StatusOr<std::shared_ptr<engine::RequestStream>> generate(

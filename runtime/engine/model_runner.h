@@ -1,7 +1,7 @@
 // What the scheduler needs from an engine: the tokenizer, the limits, the
-// sequence slots and one forward step over a mixed batch. Today's
-// single-rank Engine fits through EngineRunner; the distributed engine's
-// rank 0 (same API, workers driven behind forward()) plugs in the same way.
+// sequence slots and one forward step over a mixed batch. An Engine fits
+// through EngineRunner, single-rank or as rank 0 of a distributed one (whose
+// forward() drives the workers).
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,8 @@ class ModelRunner {
   // KV cache slots: sequence ids are [0, max_sequences).
   virtual int32_t max_sequences() const = 0;
   virtual absl::Status open_sequence(int32_t seq) = 0;
-  virtual void close_sequence(int32_t seq) = 0;
+  // Distributed, this reaches every rank and can fail like a forward pass.
+  virtual absl::Status close_sequence(int32_t seq) = 0;
   // The logits of the batch's tokens that want them, [n_outputs][n_vocab],
   // valid until the next call.
   virtual absl::StatusOr<std::span<const float>> forward(const model::Batch& batch) = 0;
@@ -42,7 +43,7 @@ class EngineRunner final : public ModelRunner {
   int64_t max_batch_tokens() const override { return engine_.max_batch_tokens(); }
   int32_t max_sequences() const override { return max_sequences_; }
   absl::Status open_sequence(int32_t seq) override { return engine_.open_sequence(seq); }
-  void close_sequence(int32_t seq) override { engine_.close_sequence(seq); }
+  absl::Status close_sequence(int32_t seq) override { return engine_.close_sequence(seq); }
   absl::StatusOr<std::span<const float>> forward(const model::Batch& batch) override {
     return engine_.forward(batch);
   }

@@ -356,9 +356,19 @@ TEST(Serve, TwoLocalRanksStartAndSigtermStopsEveryRank) {
   EXPECT_EQ(s.layout().world_size(), 2);
   EXPECT_EQ(s.layout().launch(), "local-ranks");
   EXPECT_EQ(s.ranks(1).health(), v1::RANK_HEALTH_HEALTHY);
+  EXPECT_EQ(s.layout().tp(), 2);  // the model is split over both ranks
   const pid_t worker = s.ranks(1).pid();
   ASSERT_GT(worker, 0);
-  EXPECT_TRUE(server.generate(greedy(kPrompt, 4)).status.ok());
+  // Tensor parallel over two processes streams the single-rank greedy tokens.
+  const CommandResult local =
+      run(std::string(TANDEM_BINARY) + " generate --model " + kModel + " --threads 1 --prompt '" +
+          kPrompt + "' --temperature 0 --max-tokens 16 --ignore-eos --print-token-ids");
+  ASSERT_EQ(local.code, 0) << local.err;
+  const Streamed two = server.generate(greedy(kPrompt, 16));
+  ASSERT_TRUE(two.status.ok()) << two.status.error_message();
+  std::string ids;
+  for (int32_t id : two.ids) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+  EXPECT_NE(local.out.find(ids + "\n"), std::string::npos) << local.out << " vs " << ids;
 
   ::kill(server.pid(), SIGTERM);
   ASSERT_TRUE(group.wait_all(milliseconds(20000))) << group.describe();
