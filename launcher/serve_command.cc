@@ -156,6 +156,11 @@ absl::StatusOr<Placement> resolve_placement(const ServeFlags& f) {
   } else if (std::getenv("TANDEM_RANK") != nullptr || std::getenv("OMPI_COMM_WORLD_RANK") != nullptr ||
              std::getenv("PMI_RANK") != nullptr) {
     p.launch = std::getenv("TANDEM_RANK") == nullptr ? "mpirun" : "env";
+  } else if (const int layout = f.serve.engine.tp * f.serve.engine.pp; layout > 1) {
+    // --tp/--pp alone: start that many ranks on this box, as generate does.
+    p.launch = "local-ranks";
+    p.config.world_size = layout;
+    return p;
   } else {
     p.launch = "single";
     return p;
@@ -360,7 +365,8 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "GGUF model file (default: a demo model with random weights)");
   cmd->add_option("--listen", f->security.listen, "Address of the gRPC API (rank 0)")
       ->capture_default_str();
-  cmd->add_option("--local-ranks", f->local_ranks, "Start N ranks on this box (forks N-1 workers)")
+  cmd->add_option("--local-ranks", f->local_ranks,
+                  "Start N ranks on this box (forks N-1 workers; default: tp x pp)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--rank", f->rank, "This process's rank (with --world-size and --master)")
       ->check(CLI::NonNegativeNumber);
