@@ -71,7 +71,7 @@ struct BlockSum {
 
 // Kernels per weight type; a null `rows` means the ISA falls back to portable.
 struct KernelTable {
-  TypeKernels f32, f16, bf16, q8_0, q4_0;
+  TypeKernels f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k;
 };
 
 // Format of the converted activations, which is internal to the kernels:
@@ -79,17 +79,21 @@ struct KernelTable {
 //   F16 weights:  f32 holding values rounded to fp16 (so kernels need no
 //                 conversion per product, and the products equal ggml's)
 //   BF16 weights: bf16
-//   Q8_0/Q4_0:    BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
+//   Q8_0, Q4_0, Q4_1, Q5_0:
+//                 BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
 //                 bytes, then n_cols / 32 BlockSum (written by matmul for
-//                 packed weights only)
+//                 packed weights, and for Q4_1, whose minimum multiplies
+//                 sum(qs): there bias = +sum(qs))
+//   Q4_K, Q5_K, Q6_K: BlockQ8_K rows from quantize_row_q8_k
 size_t activation_row_bytes(DType weight_type, int64_t n_cols);
-// Where the BlockSum array starts in a Q8_0/Q4_0 activation row.
+// Where the BlockSum array starts in a Q8_0-based activation row.
 size_t activation_sums_offset(int64_t n_cols);
 
 // Portable conversions of one row (also the reference for SIMD conversions).
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n);
 void convert_row_bf16(const float* x, void* dst, int64_t n);
 void convert_row_q8_0(const float* x, void* dst, int64_t n);
+void convert_row_q8_k(const float* x, void* dst, int64_t n);
 
 // The activation conversion that matmul uses for this Isa and weight type
 // (nullptr for F32, which reads x in place). Tests check that each SIMD
