@@ -11,8 +11,7 @@
 // and Q6_K's offset of 32 multiply the activation sums that Q8_K carries
 // (bsums), so they cost one madd per super-block and token.
 //
-// One-token tiles take 8 rows: 8 weight streams in flight, each prefetched,
-// as a single core needs to approach the memory bandwidth.
+// One-token tiles take 8 rows, and prefetch the next tile's weights.
 
 #include <immintrin.h>
 
@@ -46,9 +45,6 @@ inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
   return reinterpret_cast<const Block*>(base + i * stride);
 }
 
-// Bytes ahead of each weight row that one-token tiles prefetch.
-inline constexpr int kPrefetchAhead = 768;
-
 // The eight 6-bit scales (int16 lanes 0..7) and minima (lanes 8..15) of a
 // Q4_K/Q5_K block.
 inline __m256i scales_and_mins_k4(const uint8_t* q) {
@@ -75,7 +71,7 @@ struct KQuant45 {
   using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
 
   template <int T>
-  static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
+  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
                            __m256 (&acc)[T]) {
     const __m256i sm = scales_and_mins_k4(w.scales);
     const __m256i scales = _mm256_permute2x128_si256(sm, sm, 0x00);  // both halves: scales
@@ -143,7 +139,7 @@ struct KQuant6 {
   }
 
   template <int T>
-  static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
+  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
                            __m256 (&acc)[T]) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     __m256i q[2][4];
@@ -209,15 +205,18 @@ struct KQuantKernel {
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     }
+    // One-token tiles prefetch the block that the next tile (the R rows
+    // below) reads at the same step: R short row streams are too many and
+    // too short for the hardware prefetchers, and this keeps one tile of
+    // weights (R rows, several KiB) in flight ahead of the products.
+    const size_t ahead = static_cast<size_t>(R) * a.w_stride;
     for (int64_t b = 0; b < nb; ++b) {
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         if constexpr (T == 1) {
-          const char* p = reinterpret_cast<const char*>(w[i] + b) + kPrefetchAhead;
-          _mm_prefetch(p, _MM_HINT_T0);
-          _mm_prefetch(p + 64, _MM_HINT_T0);
-          _mm_prefetch(p + 128, _MM_HINT_T0);
-          if constexpr (sizeof(Block) > 192) _mm_prefetch(p + 192, _MM_HINT_T0);
+          const char* p = reinterpret_cast<const char*>(w[i] + b) + ahead;
+#pragma GCC unroll 4
+          for (size_t l = 0; l < sizeof(Block); l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
         }
         Q::template block<T>(w[i][b], x, b, acc[i]);
       }

@@ -110,6 +110,8 @@ const KernelTable& avx512_kernels(bool has_vnni, bool has_bf16);
 #endif
 #if defined(TANDEM_KERNELS_NEON)
 const KernelTable& neon_kernels();
+// Fills in Q4_1, Q4_K, Q5_K and Q6_K (matmul_neon_quants.cc).
+void add_neon_quant_kernels(KernelTable& t);
 #endif
 
 }  // namespace tandem::kernels::internal
