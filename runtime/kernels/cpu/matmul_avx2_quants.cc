@@ -46,17 +46,24 @@ inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
 }
 
 // The eight 6-bit scales (int16 lanes 0..7) and minima (lanes 8..15) of a
-// Q4_K/Q5_K block.
+// Q4_K/Q5_K block, unpacked with byte shuffles. Reads 16 bytes from `q`,
+// the 12 scale bytes and 4 of the quants after them (ignored).
 inline __m256i scales_and_mins_k4(const uint8_t* q) {
-  uint32_t u[3];
-  std::memcpy(u, q, 12);
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  const uint32_t sc_lo = u[0] & kLow6;
-  const uint32_t sc_hi = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
-  const uint32_t m_lo = u[1] & kLow6;
-  const uint32_t m_hi = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
-  return _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(m_hi), static_cast<int>(m_lo),
-                                            static_cast<int>(sc_hi), static_cast<int>(sc_lo)));
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  constexpr char kZ = static_cast<char>(0x80);  // pshufb: a zero byte
+  // Bytes [v0..3 | v8..11 | v4..7 | v8..11]: the low 6 bits of sc0..3 and
+  // m0..3, and the nibbles that are the low 4 bits of sc4..7 and m4..7.
+  const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9,
+                                                      10, 11));
+  // The top two bits of v0..3 (for sc4..7) and v4..7 (m4..7), in place.
+  const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(kZ, kZ, kZ, kZ, 0, 1, 2, 3, kZ, kZ, kZ, kZ,
+                                                      4, 5, 6, 7));
+  const __m128i low6 = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63,
+                                                      63, 0, 0, 0, 0));
+  const __m128i high_nibbles = _mm_and_si128(
+      _mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+  const __m128i top2 = _mm_srli_epi16(_mm_and_si128(b, _mm_set1_epi8(static_cast<char>(0xC0))), 2);
+  return _mm256_cvtepu8_epi16(_mm_or_si128(_mm_or_si128(low6, high_nibbles), top2));
 }
 
 // Broadcasts int16 lane s (< 8) of both 128-bit halves to every lane.
@@ -65,61 +72,73 @@ inline __m256i broadcast_lane16(__m256i v) {
   return _mm256_shuffle_epi8(v, _mm256_set1_epi16(static_cast<short>(((2 * S + 1) << 8) | 2 * S)));
 }
 
-// Q4_K / Q5_K: 4 chunks of 64, each a pair of 32-element sub-blocks.
+// Q4_K / Q5_K: 4 chunks of 64, each a pair of 32-element sub-blocks. Each
+// chunk is unpacked and used at once (for every token) rather than all up
+// front, so that nothing spills from the 16 ymm registers.
 template <bool kFive>
 struct KQuant45 {
   using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
 
+  template <int C, int T>
+  [[gnu::always_inline]] static inline void chunk(const Block& w, const BlockQ8_K* const* x,
+                                                  int64_t b, __m256i scales, __m256i qh,
+                                                  __m256i (&sumi)[T]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = load256(w.qs + 32 * C);
+    __m256i lo = _mm256_and_si256(q, low4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    if constexpr (kFive) {
+      const __m256i bit5 = _mm256_set1_epi8(0x10);
+      const __m256i m0 = _mm256_set1_epi8(static_cast<char>(1 << (2 * C)));
+      const __m256i m1 = _mm256_set1_epi8(static_cast<char>(2 << (2 * C)));
+      lo = _mm256_or_si256(lo,
+                           _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m0), m0), bit5));
+      hi = _mm256_or_si256(hi,
+                           _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m1), m1), bit5));
+    }
+    const __m256i s0 = broadcast_lane16<2 * C>(scales);
+    const __m256i s1 = broadcast_lane16<2 * C + 1>(scales);
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      const int8_t* xq = x[j][b].qs + 64 * C;
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(xq)), s0);
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(xq + 32)), s1);
+      sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(p0, p1));
+    }
+  }
+
+  // Per token and super-block, shared by all rows: the sums of x over each
+  // 32-element sub-block (the bsums in pairs).
+  using XSums = __m128i;
+  static inline XSums x_sums(const BlockQ8_K& xb) {
+    return _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums)),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8)));
+  }
+
   template <int T>
-  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
-                           __m256 (&acc)[T]) {
+  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x,
+                                                  int64_t b, const XSums (&xs)[T],
+                                                  __m256 (&acc)[T]) {
     const __m256i sm = scales_and_mins_k4(w.scales);
     const __m256i scales = _mm256_permute2x128_si256(sm, sm, 0x00);  // both halves: scales
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kFive) qh = load256(w.qh);
+    __m256i sumi[T];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) sumi[j] = _mm256_setzero_si256();
+    chunk<0, T>(w, x, b, scales, qh, sumi);
+    chunk<1, T>(w, x, b, scales, qh, sumi);
+    chunk<2, T>(w, x, b, scales, qh, sumi);
+    chunk<3, T>(w, x, b, scales, qh, sumi);
     const __m128i mins = _mm256_extracti128_si256(sm, 1);
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256i lo[4], hi[4];
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = load256(w.qs + 32 * c);
-      lo[c] = _mm256_and_si256(q, low4);
-      hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-    }
-    if constexpr (kFive) {
-      const __m256i qh = load256(w.qh);
-      const __m256i bit5 = _mm256_set1_epi8(0x10);
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) {
-        const __m256i m0 = _mm256_set1_epi8(static_cast<char>(1 << (2 * c)));
-        const __m256i m1 = _mm256_set1_epi8(static_cast<char>(2 << (2 * c)));
-        lo[c] = _mm256_or_si256(
-            lo[c], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m0), m0), bit5));
-        hi[c] = _mm256_or_si256(
-            hi[c], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m1), m1), bit5));
-      }
-    }
-    const __m256i s0 = broadcast_lane16<0>(scales), s1 = broadcast_lane16<1>(scales);
-    const __m256i s2 = broadcast_lane16<2>(scales), s3 = broadcast_lane16<3>(scales);
-    const __m256i s4 = broadcast_lane16<4>(scales), s5 = broadcast_lane16<5>(scales);
-    const __m256i s6 = broadcast_lane16<6>(scales), s7 = broadcast_lane16<7>(scales);
-    const __m256i sc[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
     const float d = fp16(w.d);
     const float dmin = fp16(w.dmin);
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       const BlockQ8_K& xb = x[j][b];
-      __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) {
-        const __m256i p0 = _mm256_maddubs_epi16(lo[c], load256(xb.qs + 64 * c));
-        const __m256i p1 = _mm256_maddubs_epi16(hi[c], load256(xb.qs + 64 * c + 32));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(p0, sc[2 * c]),
-                                                       _mm256_madd_epi16(p1, sc[2 * c + 1])));
-      }
-      // sum_s m[s] * (sum of x over sub-block s): the bsums in pairs.
-      const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums)),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8)));
-      const __m256i summ = _mm256_zextsi128_si256(_mm_madd_epi16(mins, bs));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi), acc[j]);
+      // sum_s m[s] * (sum of x over sub-block s).
+      const __m256i summ = _mm256_zextsi128_si256(_mm_madd_epi16(mins, xs[j]));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
       acc[j] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb.d), _mm256_cvtepi32_ps(summ), acc[j]);
     }
   }
@@ -138,34 +157,52 @@ struct KQuant6 {
     return _mm256_shuffle_epi8(sc8, _mm256_set_m128i(hi, lo));
   }
 
+  template <int K, int T>
+  [[gnu::always_inline]] static inline void group(__m256i q, __m256i sc8,
+                                                  const BlockQ8_K* const* x, int64_t b,
+                                                  int offset, __m256i (&sumi)[T]) {
+    const __m256i sc = scale_pair<K>(sc8);
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      const __m256i p = _mm256_maddubs_epi16(q, load256(x[j][b].qs + offset + 32 * K));
+      sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p, sc));
+    }
+  }
+
+  using XSums = __m256i;  // the bsums
+  static inline XSums x_sums(const BlockQ8_K& xb) { return load256(xb.bsums); }
+
   template <int T>
-  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x, int64_t b,
-                           __m256 (&acc)[T]) {
+  [[gnu::always_inline]] static inline void block(const Block& w, const BlockQ8_K* const* x,
+                                                  int64_t b, const XSums (&xs)[T],
+                                                  __m256 (&acc)[T]) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256i q[2][4];
-    __m256i sc[2][4];
+    __m256i sumi[T];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) sumi[j] = _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = load256(w.ql + 64 * h);
       const __m256i ql1 = load256(w.ql + 64 * h + 32);
       const __m256i qh = load256(w.qh + 32 * h);
-      q[h][0] = _mm256_or_si256(_mm256_and_si256(ql0, low4),
-                                _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
-      q[h][1] = _mm256_or_si256(_mm256_and_si256(ql1, low4),
-                                _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2));
-      q[h][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                                _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
-      q[h][3] = _mm256_or_si256(
-          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-          _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
       // The 8 scales of this half as int16 in both 128-bit halves.
       const __m128i s16 =
           _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales + 8 * h)));
-      const __m256i both = _mm256_set_m128i(s16, s16);
-      sc[h][0] = scale_pair<0>(both);
-      sc[h][1] = scale_pair<1>(both);
-      sc[h][2] = scale_pair<2>(both);
-      sc[h][3] = scale_pair<3>(both);
+      const __m256i sc8 = _mm256_set_m128i(s16, s16);
+      group<0, T>(_mm256_or_si256(_mm256_and_si256(ql0, low4),
+                                  _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4)),
+                  sc8, x, b, 128 * h, sumi);
+      group<1, T>(_mm256_or_si256(_mm256_and_si256(ql1, low4),
+                                  _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2)),
+                  sc8, x, b, 128 * h, sumi);
+      group<2, T>(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                                  _mm256_and_si256(qh, _mm256_set1_epi8(0x30))),
+                  sc8, x, b, 128 * h, sumi);
+      group<3, T>(
+          _mm256_or_si256(
+              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+              _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2)),
+          sc8, x, b, 128 * h, sumi);
     }
     const __m256i all_scales =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales)));
@@ -173,18 +210,9 @@ struct KQuant6 {
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       const BlockQ8_K& xb = x[j][b];
-      __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) {
-          const __m256i p = _mm256_maddubs_epi16(q[h][k], load256(xb.qs + 128 * h + 32 * k));
-          sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc[h][k]));
-        }
-      }
-      const __m256i offset = _mm256_madd_epi16(all_scales, load256(xb.bsums));
-      sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi), acc[j]);
+      const __m256i offset = _mm256_madd_epi16(all_scales, xs[j]);
+      const __m256i s = _mm256_sub_epi32(sumi[j], _mm256_slli_epi32(offset, 5));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(s), acc[j]);
     }
   }
 };
@@ -211,6 +239,9 @@ struct KQuantKernel {
     // weights (R rows, several KiB) in flight ahead of the products.
     const size_t ahead = static_cast<size_t>(R) * a.w_stride;
     for (int64_t b = 0; b < nb; ++b) {
+      typename Q::XSums xs[T];
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) xs[j] = Q::x_sums(x[j][b]);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         if constexpr (T == 1) {
@@ -218,7 +249,7 @@ struct KQuantKernel {
 #pragma GCC unroll 4
           for (size_t l = 0; l < sizeof(Block); l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
         }
-        Q::template block<T>(w[i][b], x, b, acc[i]);
+        Q::template block<T>(w[i][b], x, b, xs, acc[i]);
       }
     }
 #pragma GCC unroll 16
@@ -226,6 +257,175 @@ struct KQuantKernel {
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) a.y[(t + j) * a.ldy + r + i] = hsum(acc[i][j]);
     }
+  }
+};
+
+// Packed Q4_K (format in matmul_kernels.h): 8 rows in the 8 int32 lanes,
+// so that each 4-byte activation broadcast feeds 8 rows and nothing needs a
+// horizontal sum. Per sub-block and half, the 8 maddubs results add up in
+// int16 (8 * 2 * 15 * 127 < 2^15) and one madd applies the rows' scales.
+// Super-blocks ahead of each stream that one-token products prefetch.
+inline constexpr size_t kPackedQ4KAhead = 2;
+
+struct PackedQ4KKernel {
+  // The 6-bit scales and minima of one half (8 rows) of a packed super-block
+  // as bytes: sc[8s + i] and m[8s + i] for sub-block s, row i.
+  struct HalfScales {
+    alignas(32) uint8_t sc[64];
+    alignas(32) uint8_t m[64];
+  };
+
+  static inline void decode_scales(const uint8_t* o, int h, HalfScales& out) {
+    const __m256i low6 = _mm256_set1_epi8(0x3F);
+    const __m256i low2 = _mm256_set1_epi8(0x03);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i sc0 = load256(o + 64 + 64 * h);
+    const __m256i sc1 = load256(o + 64 + 64 * h + 32);
+    const __m256i mh = load256(o + 192 + 32 * h);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.sc), _mm256_and_si256(sc0, low6));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.sc + 32), _mm256_and_si256(sc1, low6));
+    const __m256i m0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(sc0, 6), low2),
+                                       _mm256_slli_epi16(_mm256_and_si256(mh, low4), 2));
+    const __m256i m1 =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(sc1, 6), low2),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(mh, 4), low4), 2));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.m), m0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.m + 32), m1);
+  }
+
+  // 8 bytes as int32 lanes.
+  static inline __m256i widen8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+
+  static inline __m256i broadcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+  }
+
+  // Adds super-block b (packed at `o`) of 16 rows times T tokens to acc.
+  template <int T>
+  [[gnu::always_inline]] static inline void superblock(const uint8_t* o,
+                                                       const BlockQ8_K* const* x, int64_t b,
+                                                       __m256 (&acc)[2][T]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    // Per token, the sums of x over each 32-element sub-block as int32.
+    alignas(32) int32_t bs[T][8];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      const __m128i pairs =
+          _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums)),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums + 8)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(bs[j]), _mm256_cvtepi16_epi32(pairs));
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      HalfScales hs;
+      decode_scales(o, h, hs);
+      __m256i sumi[T], summ[T];
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) sumi[j] = summ[j] = _mm256_setzero_si256();
+      for (int s = 0; s < 8; ++s) {
+        const uint8_t* q = o + 256 + 256 * s + 32 * h;
+        const __m256i sc = widen8(hs.sc + 8 * s);
+        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        const __m256i m = widen8(hs.m + 8 * s);
+        __m256i p[T];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i v = load256(q + 64 * k);
+          const __m256i lo = _mm256_and_si256(v, low4);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#pragma GCC unroll 8
+          for (int j = 0; j < T; ++j) {
+            const int8_t* xq = x[j][b].qs + 32 * s + 4 * k;
+            const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(xq)),
+                                               _mm256_maddubs_epi16(hi, broadcast4(xq + 16)));
+            p[j] = k == 0 ? d : _mm256_add_epi16(p[j], d);
+          }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < T; ++j) {
+          sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p[j], sc_pair));
+          // m (< 64) in the low int16 of each lane times the sub-block sum
+          // of x (|.| < 2^15) in the low int16 of the broadcast: the high
+          // halves multiply zero.
+          summ[j] = _mm256_add_epi32(summ[j], _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][s])));
+        }
+      }
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+      const __m256 dmin =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 32 + 16 * h)));
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const __m256 dx = _mm256_set1_ps(x[j][b].d);
+        acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]), _mm256_mul_ps(d, dx), acc[h][j]);
+        acc[h][j] =
+            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ[j]), _mm256_mul_ps(dmin, dx), acc[h][j]);
+      }
+    }
+  }
+
+  // Stores the first n_valid of the 16 rows (the padding rows of the last
+  // group have no place in y).
+  template <int T>
+  static inline void store(const MatmulArgs& a, int64_t r, int64_t t, int n_valid,
+                           const __m256 (&acc)[2][T]) {
+    for (int j = 0; j < T; ++j) {
+      float* y = a.y + (t + j) * a.ldy + r;
+      if (n_valid == 16) {
+        _mm256_storeu_ps(y, acc[0][j]);
+        _mm256_storeu_ps(y + 8, acc[1][j]);
+      } else {
+        alignas(32) float tmp[16];
+        _mm256_store_ps(tmp, acc[0][j]);
+        _mm256_store_ps(tmp + 8, acc[1][j]);
+        std::memcpy(y, tmp, sizeof(float) * n_valid);
+      }
+    }
+  }
+
+  template <int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const uint8_t* group = a.w + (r / 16) * a.w_stride;
+    const BlockQ8_K* x[T];
+    for (int j = 0; j < T; ++j) x[j] = block_row<BlockQ8_K>(a.x, a.x_stride, t + j);
+    __m256 acc[2][T];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kPackedQ4KBytes, x, b, acc);
+    store<T>(a, r, t, n_valid, acc);
+  }
+
+  // One token, G groups side by side: G sequential streams in flight (one
+  // core needs several to approach the memory bandwidth), each prefetched
+  // kPackedQ4KAhead super-blocks ahead.
+  template <int G>
+  static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const BlockQ8_K* const x[1] = {reinterpret_cast<const BlockQ8_K*>(a.x)};
+    __m256 acc[G][2][1];
+    for (int g = 0; g < G; ++g) acc[g][0][0] = acc[g][1][0] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* o = a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes;
+        const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
+#pragma GCC unroll 36
+        for (size_t l = 0; l < kPackedQ4KBytes; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+        superblock<1>(o, x, b, acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, acc[g]);
+  }
+
+  static void decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    auto n_valid = [&](int64_t r) { return static_cast<int>(std::min<int64_t>(16, r1 - r)); };
+    int64_t r = r0;
+    for (; r + 48 < r1; r += 64) decode_groups<4>(a, r, n_valid(r + 48));
+    for (; r < r1; r += 16) decode_groups<1>(a, r, n_valid(r));
   }
 };
 
@@ -285,7 +485,8 @@ struct Q4_1Kernel {
 
 void add_avx2_quant_kernels(KernelTable& t) {
   t.q4_1 = {rows_kernel<Q4_1Kernel, 4, 2, 4>, t.q8_0.convert, 4};
-  t.q4_k = {rows_kernel<KQuantKernel<KQuant45<false>>, 8, 2, 4>, nullptr, 4};
+  t.q4_k = {rows_kernel<KQuantKernel<KQuant45<false>>, 8, 2, 4>, nullptr, 4,
+            packed_rows_kernel<PackedQ4KKernel, 4>};
   t.q5_k = {rows_kernel<KQuantKernel<KQuant45<true>>, 8, 2, 4>, nullptr, 4};
   t.q6_k = {rows_kernel<KQuantKernel<KQuant6>, 8, 2, 4>, nullptr, 4};
 }

@@ -60,6 +60,22 @@ inline constexpr int kPackedSlabsQ8_0 = 8;
 inline constexpr int kPackedSlabsQ4_0 = 4;
 size_t packed_group_bytes(DType type, int64_t n_cols);
 
+// Packed Q4_K: groups of 16 rows as above, each a sequence of n_cols / 256
+// packed super-blocks of kPackedQ4KBytes (= 16 x 144, so packing works in
+// place). Super-block b of the group's rows 0..15 becomes, with the 6-bit
+// scale sc and minimum m of row r, sub-block s (see BlockQ4_K):
+//   [0, 32)     d of rows 0..15 (fp16)
+//   [32, 64)    dmin of rows 0..15 (fp16)
+//   [64, 192)   byte 64h + 8s + i: sc | (m & 3) << 6 of row 8h + i
+//   [192, 256)  byte 32h + p: low nibble m >> 2 of the row and sub-block of
+//               position p (< 32) in the block above, high nibble that of p + 32
+//   [256, 2304) sub-block s at 256 + 256s in the Q4_0 packed form: 4 slabs of
+//               64 bytes; bytes 4i..4i+3 of slab k hold row i's elements
+//               32s + 4k..4k+3 (low nibbles) and 32s + 16 + 4k.. (high)
+// so that 8 rows (h = 0, 1) take one 32-byte half of each slab, and the
+// scales of 8 rows and 8 sub-blocks decode with a few byte operations.
+inline constexpr size_t kPackedQ4KBytes = 16 * 144;
+
 // Per activation block, for the packed kernels: the scale as f32 and
 // -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
 // Q4_0), which seeds the int32 sums of unsigned-by-signed products

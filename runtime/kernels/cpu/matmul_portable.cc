@@ -226,6 +226,50 @@ void packed_rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// Packed Q4_K (format in matmul_kernels.h): the arithmetic of dot_q45_k on
+// the packed bytes, one row at a time.
+void packed_rows_kernel_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.n_cols / kQK_K;
+  for (int64_t r = r0; r < r1; r += kPackRows) {
+    const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
+    const int n_valid = static_cast<int>(std::min<int64_t>(kPackRows, r1 - r));
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const auto* x = reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride);
+      for (int row = 0; row < n_valid; ++row) {
+        const int h = row / 8, i = row % 8;
+        float sum = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* o = group + b * kPackedQ4KBytes;
+          uint16_t d, dmin;
+          std::memcpy(&d, o + 2 * row, 2);
+          std::memcpy(&dmin, o + 32 + 2 * row, 2);
+          int32_t sumi = 0, summ = 0;
+          for (int sb = 0; sb < 8; ++sb) {
+            const uint8_t scb = o[64 + 64 * h + 8 * sb + i];
+            const uint8_t mh = o[192 + 32 * h + 8 * (sb % 4) + i];
+            const int sc = scb & 63;
+            const int m = (scb >> 6) | (((sb < 4 ? mh : mh >> 4) & 0x0F) << 2);
+            const uint8_t* q = o + 256 + 256 * sb;
+            int32_t sq = 0;
+            for (int k = 0; k < 4; ++k) {
+              for (int j = 0; j < 4; ++j) {
+                const uint8_t v = q[64 * k + 4 * row + j];
+                sq += (v & 0x0F) * x[b].qs[32 * sb + 4 * k + j] +
+                      (v >> 4) * x[b].qs[32 * sb + 16 + 4 * k + j];
+              }
+            }
+            sumi += sc * sq;
+            summ += m * (x[b].bsums[2 * sb] + x[b].bsums[2 * sb + 1]);
+          }
+          sum += fp16_to_f32(d) * x[b].d * static_cast<float>(sumi) -
+                 fp16_to_f32(dmin) * x[b].d * static_cast<float>(summ);
+        }
+        a.y[t * a.ldy + r + row] = sum;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n) {
@@ -260,6 +304,7 @@ const KernelTable& portable_kernels() {
     t.q5_k.rows = rows_kernel<BlockQ5_K, BlockQ8_K, dot_q45_k<BlockQ5_K>, kQK_K>;
     t.q6_k.rows = rows_kernel<BlockQ6_K, BlockQ8_K, dot_q6_k, kQK_K>;
     t.q8_0.packed_rows = packed_rows_kernel<BlockQ8_0>;
+    t.q4_k.packed_rows = packed_rows_kernel_q4_k;
     t.q4_0.packed_rows = packed_rows_kernel<BlockQ4_0>;
     return t;
   }();

@@ -136,7 +136,7 @@ TEST_P(MatmulTest, PackedMatchesReferenceOnAwkwardShapes) {
   ThreadPool pool2(2);
   ThreadPool pool3(3);
   for (int64_t n_rows : {1, 15, 16, 33, 48, 60, 120, 257}) {
-    for (int64_t n_cols : {32, 96, 4096}) {
+    for (int64_t n_cols : awkward_cols(GetParam())) {
       for (int64_t n_tokens : {1, 3, 9, 17}) {
         ThreadPool& pool = n_rows % 3 == 0 ? pool3 : n_rows % 2 ? pool2 : pool1;
         check_case({GetParam(), n_rows, n_cols, n_tokens, true}, rng, pool);
@@ -169,7 +169,10 @@ TEST(Matmul, ActivationTypes) {
 TEST(Pack, SizesAndSupport) {
   EXPECT_TRUE(pack_supported(DType::kQ8_0));
   EXPECT_TRUE(pack_supported(DType::kQ4_0));
+  EXPECT_TRUE(pack_supported(DType::kQ4_K));
+  EXPECT_FALSE(pack_supported(DType::kQ6_K));
   EXPECT_FALSE(pack_supported(DType::kF16));
+  EXPECT_EQ(packed_bytes(DType::kQ4_K, 17, 512), 32 * row_bytes(DType::kQ4_K, 512));
   EXPECT_FALSE(pack_preferred(DType::kF32));
   EXPECT_FALSE(pack_preferred(DType::kQ8_0, Isa::kPortable));
   EXPECT_EQ(packed_bytes(DType::kQ8_0, 32, 64), 32 * row_bytes(DType::kQ8_0, 64));
@@ -179,9 +182,9 @@ TEST(Pack, SizesAndSupport) {
 
 TEST(Pack, InPlaceEqualsOutOfPlace) {
   std::mt19937 rng(3);
-  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K}) {
     for (int64_t n_rows : {5, 16, 40}) {
-      const int64_t n_cols = 160;
+      const int64_t n_cols = type == DType::kQ4_K ? 768 : 160;
       const std::vector<float> wf = random_floats(n_rows * n_cols, rng);
       const size_t rb = row_bytes(type, n_cols);
       std::vector<uint8_t> in_place(packed_bytes(type, n_rows, n_cols), 0xAB);
