@@ -121,6 +121,27 @@ TEST_F(CliTest, GenerateStreamsTextIdsAndSpeeds) {
   EXPECT_EQ(r.out, again.out);
 }
 
+// make-test-model --type q4_k_m writes llama.cpp's Q4_K_M mix (Q4_K with
+// Q6_K for output and some attn_v / ffn_down), and that model generates.
+TEST_F(CliTest, MakeTestModelQ4_K_MGenerates) {
+  const std::string path = (fs::temp_directory_path() / "tandem-cli-q4km.gguf").string();
+  const Result made = tandem("make-test-model --out " + path + " --shape tiny --type q4_k_m");
+  ASSERT_EQ(made.code, 0) << made.err;
+  const Result info = tandem("model-info " + path);
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("q4_k"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("q6_k"), std::string::npos) << info.out;
+  const Result r = tandem("generate --model " + path +
+                          " --prompt 'Hello world' --max-tokens 4 --temperature 0 --ignore-eos"
+                          " --threads 2 --print-token-ids");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("decode:"), std::string::npos) << r.err;
+  const Result bad = tandem("make-test-model --out " + path + " --type q3_k_m");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  fs::remove(path);
+}
+
 TEST_F(CliTest, TokenizeMatchesLlamaCpp) {
   const Result r = tandem(std::string("tokenize --model ") + TANDEM_TEST_DATA_DIR +
                           "/tokenizer/vocab-llama2.gguf --text 'Hello world' --no-bos");
