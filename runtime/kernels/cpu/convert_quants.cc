@@ -20,6 +20,16 @@ constexpr int kQK = 32;
 
 inline int nearest(float x) { return static_cast<int>(std::nearbyint(x)); }
 
+// Round half to even for |x| < 2^22, as nearbyint in the default rounding
+// mode, without the libm call: adding 1.5 * 2^23 leaves the rounded integer
+// in the low mantissa bits (ggml's nearest_int).
+inline int nearest_small(float x) {
+  const float v = x + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &v, sizeof(i));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
 uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, sizeof(v));
@@ -233,7 +243,7 @@ void quantize_row_q8_k(const float* x, BlockQ8_K* y, int64_t n) {
     // in [-127, 127]: the kernels rely on never seeing -128.
     const float iscale = -127.0f / max;
     for (int j = 0; j < kQK_K; ++j) {
-      y[i].qs[j] = static_cast<int8_t>(std::min(127, nearest(iscale * xb[j])));
+      y[i].qs[j] = static_cast<int8_t>(std::min(127, nearest_small(iscale * xb[j])));
     }
     for (int g = 0; g < kQK_K / 16; ++g) {
       int sum = 0;

@@ -368,6 +368,59 @@ struct PackedQ4KKernel {
     }
   }
 
+  // superblock<1> with the halves inside the sub-block loop, so that both
+  // share the activation broadcasts: the one-token hot path.
+  [[gnu::always_inline]] static inline void superblock_one(const uint8_t* o, const BlockQ8_K& xb,
+                                                           __m256 (&acc)[2]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    alignas(32) int32_t bs[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bs),
+                       _mm256_cvtepi16_epi32(_mm_hadd_epi16(
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums)),
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8)))));
+    HalfScales hs[2];
+    decode_scales(o, 0, hs[0]);
+    decode_scales(o, 1, hs[1]);
+    __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i summ[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int s = 0; s < 8; ++s) {
+      __m256i xq[8];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        xq[k] = broadcast4(xb.qs + 32 * s + 4 * k);
+        xq[k + 4] = broadcast4(xb.qs + 32 * s + 16 + 4 * k);
+      }
+      const __m256i bsb = _mm256_set1_epi32(bs[s]);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* q = o + 256 + 256 * s + 32 * h;
+        __m256i p = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i v = load256(q + 64 * k);
+          const __m256i d = _mm256_add_epi16(
+              _mm256_maddubs_epi16(_mm256_and_si256(v, low4), xq[k]),
+              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), xq[k + 4]));
+          p = k == 0 ? d : _mm256_add_epi16(p, d);
+        }
+        const __m256i sc = widen8(hs[h].sc + 8 * s);
+        sumi[h] = _mm256_add_epi32(
+            sumi[h], _mm256_madd_epi16(p, _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))));
+        summ[h] = _mm256_add_epi32(summ[h], _mm256_madd_epi16(widen8(hs[h].m + 8 * s), bsb));
+      }
+    }
+    const __m256 dx = _mm256_set1_ps(xb.d);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+      const __m256 dmin =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 32 + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[h]), _mm256_mul_ps(d, dx), acc[h]);
+      acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ[h]), _mm256_mul_ps(dmin, dx), acc[h]);
+    }
+  }
+
   // Stores the first n_valid of the 16 rows (the padding rows of the last
   // group have no place in y).
   template <int T>
@@ -406,19 +459,22 @@ struct PackedQ4KKernel {
   template <int G>
   static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
     const int64_t nb = a.n_cols / kQK_K;
-    const BlockQ8_K* const x[1] = {reinterpret_cast<const BlockQ8_K*>(a.x)};
-    __m256 acc[G][2][1];
-    for (int g = 0; g < G; ++g) acc[g][0][0] = acc[g][1][0] = _mm256_setzero_ps();
+    const auto* x = reinterpret_cast<const BlockQ8_K*>(a.x);
+    __m256 acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       for (int g = 0; g < G; ++g) {
         const uint8_t* o = a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes;
         const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
 #pragma GCC unroll 36
         for (size_t l = 0; l < kPackedQ4KBytes; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
-        superblock<1>(o, x, b, acc[g]);
+        superblock_one(o, x[b], acc[g]);
       }
     }
-    for (int g = 0; g < G; ++g) store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, acc[g]);
+    for (int g = 0; g < G; ++g) {
+      const __m256 both[2][1] = {{acc[g][0]}, {acc[g][1]}};
+      store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
+    }
   }
 
   static void decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -456,9 +512,13 @@ struct Q4_1Kernel {
     }
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const size_t ahead = static_cast<size_t>(R) * a.w_stride;  // the next tile, as KQuantKernel
     for (int64_t b = 0; b < nb; ++b) {
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
+        if constexpr (T == 1) {
+          _mm_prefetch(reinterpret_cast<const char*>(w[i] + b) + ahead, _MM_HINT_T0);
+        }
         const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs));
         const __m256i wq =
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low4);
@@ -481,14 +541,79 @@ struct Q4_1Kernel {
   }
 };
 
+// quantize_row_q8_k with AVX2, bit for bit: the same float products and
+// round-half-even, and the same choice of the extreme element (the first
+// of largest magnitude, whose sign sets the scale's).
+void convert_q8_k_avx2(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_K*>(dst);
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float* xb = x + i * kQK_K;
+    __m256 vmax = _mm256_loadu_ps(xb), vmin = vmax;
+    for (int j = 8; j < kQK_K; j += 8) {
+      const __m256 v = _mm256_loadu_ps(xb + j);
+      vmax = _mm256_max_ps(vmax, v);
+      vmin = _mm256_min_ps(vmin, v);
+    }
+    alignas(32) float mx[8], mn[8];
+    _mm256_store_ps(mx, vmax);
+    _mm256_store_ps(mn, vmin);
+    float hi = mx[0], lo = mn[0];
+    for (int l = 1; l < 8; ++l) {
+      hi = std::max(hi, mx[l]);
+      lo = std::min(lo, mn[l]);
+    }
+    const float amax = std::max(hi, -lo);
+    if (amax == 0.0f) {
+      std::memset(&y[i], 0, sizeof(y[i]));
+      continue;
+    }
+    float max = hi >= -lo ? hi : lo;
+    if (hi == -lo) {  // both signs reach amax: the first one counts
+      for (int j = 0; j < kQK_K; ++j) {
+        if (xb[j] == hi || xb[j] == lo) {
+          max = xb[j];
+          break;
+        }
+      }
+    }
+    const float iscale = -127.0f / max;
+    const __m256 mul = _mm256_set1_ps(iscale);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < kQK_K; j += 32) {
+      __m256i q[4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        q[k] = _mm256_cvtps_epi32(
+            _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8 * k), mul), kRound));
+      }
+      // Sums of each 16, from the int32 values.
+      const __m256i s01 = _mm256_add_epi32(q[0], q[1]);
+      const __m256i s23 = _mm256_add_epi32(q[2], q[3]);
+      const __m256i h = _mm256_hadd_epi32(s01, s23);  // [s01 0+1, 2+3, s23 0+1, 2+3 | ...]
+      alignas(32) int32_t hs[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(hs), h);
+      y[i].bsums[j / 16] = static_cast<int16_t>(hs[0] + hs[1] + hs[4] + hs[5]);
+      y[i].bsums[j / 16 + 1] = static_cast<int16_t>(hs[2] + hs[3] + hs[6] + hs[7]);
+      // packs works within 128-bit lanes; the permute restores the order.
+      // Saturation clamps +128 (never reached: |iscale * x| <= 127) to 127.
+      const __m256i p =
+          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + j),
+                          _mm256_permutevar8x32_epi32(p, perm));
+    }
+    y[i].d = 1.0f / iscale;
+  }
+}
+
 }  // namespace
 
 void add_avx2_quant_kernels(KernelTable& t) {
-  t.q4_1 = {rows_kernel<Q4_1Kernel, 4, 2, 4>, t.q8_0.convert, 4};
-  t.q4_k = {rows_kernel<KQuantKernel<KQuant45<false>>, 8, 2, 4>, nullptr, 4,
+  t.q4_1 = {rows_kernel<Q4_1Kernel, 8, 2, 4>, t.q8_0.convert, 4};
+  t.q4_k = {rows_kernel<KQuantKernel<KQuant45<false>>, 8, 2, 4>, convert_q8_k_avx2, 4,
             packed_rows_kernel<PackedQ4KKernel, 4>};
-  t.q5_k = {rows_kernel<KQuantKernel<KQuant45<true>>, 8, 2, 4>, nullptr, 4};
-  t.q6_k = {rows_kernel<KQuantKernel<KQuant6>, 8, 2, 4>, nullptr, 4};
+  t.q5_k = {rows_kernel<KQuantKernel<KQuant45<true>>, 8, 2, 4>, convert_q8_k_avx2, 4};
+  t.q6_k = {rows_kernel<KQuantKernel<KQuant6>, 8, 2, 4>, convert_q8_k_avx2, 4};
 }
 
 }  // namespace tandem::kernels::internal
