@@ -265,7 +265,7 @@ struct KQuantKernel {
 // horizontal sum. Per sub-block and half, the 8 maddubs results add up in
 // int16 (8 * 2 * 15 * 127 < 2^15) and one madd applies the rows' scales.
 // Super-blocks ahead of each stream that one-token products prefetch.
-inline constexpr size_t kPackedQ4KAhead = 2;
+inline constexpr size_t kPackedQ4KAhead = 1;
 
 struct PackedQ4KKernel {
   // The 6-bit scales and minima of one half (8 rows) of a packed super-block
@@ -372,6 +372,9 @@ struct PackedQ4KKernel {
   // share the activation broadcasts: the one-token hot path.
   [[gnu::always_inline]] static inline void superblock_one(const uint8_t* o, const BlockQ8_K& xb,
                                                            __m256 (&acc)[2]) {
+    // The stream kPackedQ4KAhead super-blocks ahead, a few lines per
+    // sub-block: a burst of 36 prefetches would overflow the miss buffers.
+    const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     alignas(32) int32_t bs[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(bs),
@@ -384,6 +387,8 @@ struct PackedQ4KKernel {
     __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     __m256i summ[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 5
+      for (int l = 0; l < 5; ++l) _mm_prefetch(ahead + 288 * s + 64 * l, _MM_HINT_T0);
       __m256i xq[8];
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
@@ -464,11 +469,7 @@ struct PackedQ4KKernel {
     for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       for (int g = 0; g < G; ++g) {
-        const uint8_t* o = a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes;
-        const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
-#pragma GCC unroll 36
-        for (size_t l = 0; l < kPackedQ4KBytes; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
-        superblock_one(o, x[b], acc[g]);
+        superblock_one(a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes, x[b], acc[g]);
       }
     }
     for (int g = 0; g < G; ++g) {
