@@ -76,6 +76,18 @@ size_t packed_group_bytes(DType type, int64_t n_cols);
 // scales of 8 rows and 8 sub-blocks decode with a few byte operations.
 inline constexpr size_t kPackedQ4KBytes = 16 * 144;
 
+// Packed Q6_K: as packed Q4_K, super-blocks of kPackedQ6KBytes = 16 x 210:
+//   [0, 32)      d of rows 0..15 (fp16)
+//   [32, 288)    byte 128h + 8s + i: the int8 scale of sub-block s (16
+//                elements) of row 8h + i
+//   [288, 3360)  sub-block s at 288 + 192s: two slabs of 64 bytes whose bytes
+//                4i..4i+3 hold row i's elements 16s + 4k + j (low nibbles,
+//                slab k = 0, 1) and 16s + 8 + 4k + j (high nibbles), then 64
+//                bytes whose bytes 4i + j hold the top two bits of row i's
+//                elements 16s + j, + 4 + j, + 8 + j and + 12 + j at bits 0,
+//                2, 4 and 6.
+inline constexpr size_t kPackedQ6KBytes = 16 * 210;
+
 // Per activation block, for the packed kernels: the scale as f32 and
 // -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
 // Q4_0), which seeds the int32 sums of unsigned-by-signed products

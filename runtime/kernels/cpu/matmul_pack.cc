@@ -1,4 +1,4 @@
-// pack(): row-major Q8_0/Q4_0/Q4_K matrices into the 16-row groups of
+// pack(): row-major Q8_0/Q4_0/Q4_K/Q6_K matrices into the 16-row groups of
 // Layout::kPacked (format in matmul_kernels.h). Runs once per weight at load
 // time, so it is plain scalar code.
 
@@ -83,15 +83,58 @@ void pack_group_q4_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t ro
   }
 }
 
+// Packs one group of Q6_K rows (format in matmul_kernels.h).
+void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
+                     uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(nb) * internal::kPackedQ6KBytes);
+  uint8_t q[kQK_K];
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * internal::kPackedQ6KBytes;
+    for (int64_t r = 0; r < n_valid; ++r) {
+      const auto& blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_stride)[b];
+      std::memcpy(o + 2 * r, &blk.d, 2);
+      // The row's 6-bit quants in element order (layout in dtype.h).
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t lo = blk.ql[64 * h + l + 32 * (k & 1)];
+            q[128 * h + 32 * k + l] = static_cast<uint8_t>(
+                (k < 2 ? lo & 0x0F : lo >> 4) | (((blk.qh[32 * h + l] >> (2 * k)) & 3) << 4));
+          }
+        }
+      }
+      const int64_t h = r / 8, i = r % 8;
+      for (int s = 0; s < 16; ++s) {
+        o[32 + 128 * h + 8 * s + i] = static_cast<uint8_t>(blk.scales[s]);
+        uint8_t* sub = o + 288 + 192 * s;
+        const uint8_t* e = q + 16 * s;
+        for (int k = 0; k < 2; ++k) {
+          for (int j = 0; j < 4; ++j) {
+            sub[64 * k + 4 * r + j] =
+                static_cast<uint8_t>((e[4 * k + j] & 0x0F) | ((e[8 + 4 * k + j] & 0x0F) << 4));
+          }
+        }
+        for (int j = 0; j < 4; ++j) {
+          sub[128 + 4 * r + j] = static_cast<uint8_t>((e[j] >> 4) | ((e[4 + j] >> 4) << 2) |
+                                                      ((e[8 + j] >> 4) << 4) |
+                                                      ((e[12 + j] >> 4) << 6));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool pack_supported(DType type) {
-  return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_K;
+  return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_K ||
+         type == DType::kQ6_K;
 }
 
 size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
   TANDEM_CHECK(pack_supported(type));
   if (type == DType::kQ4_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ4KBytes;
+  if (type == DType::kQ6_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ6KBytes;
   const size_t nb = static_cast<size_t>(n_cols / 32);
   return nb * kPackRows * (kScaleBytes + static_cast<size_t>(packed_slabs(type)) * 4);
 }
@@ -120,6 +163,8 @@ Matrix pack(const Matrix& in, void* out) {
     uint8_t* group = dst + (r / kPackRows) * group_bytes;
     if (in.type == DType::kQ4_K) {
       pack_group_q4_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
+    } else if (in.type == DType::kQ6_K) {
+      pack_group_q6_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
     } else if (in.type == DType::kQ8_0) {
       pack_group<BlockQ8_0>(rows.data(), n_valid, nb, row_stride, group);
     } else {

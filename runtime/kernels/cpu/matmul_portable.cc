@@ -270,6 +270,44 @@ void packed_rows_kernel_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// Packed Q6_K (format in matmul_kernels.h): dot_q6_k's arithmetic on the
+// packed bytes.
+void packed_rows_kernel_q6_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.n_cols / kQK_K;
+  for (int64_t r = r0; r < r1; r += kPackRows) {
+    const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
+    const int n_valid = static_cast<int>(std::min<int64_t>(kPackRows, r1 - r));
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const auto* x = reinterpret_cast<const BlockQ8_K*>(a.x + t * a.x_stride);
+      for (int row = 0; row < n_valid; ++row) {
+        const int h = row / 8, i = row % 8;
+        float sum = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* o = group + b * kPackedQ6KBytes;
+          uint16_t d;
+          std::memcpy(&d, o + 2 * row, 2);
+          int32_t sumi = 0;
+          for (int sb = 0; sb < 16; ++sb) {
+            const int sc = static_cast<int8_t>(o[32 + 128 * h + 8 * sb + i]);
+            const uint8_t* sub = o + 288 + 192 * sb;
+            int32_t s = 0;
+            for (int e = 0; e < 16; ++e) {
+              const int k = (e % 8) / 4, j = e % 4;
+              const uint8_t v = sub[64 * k + 4 * row + j];
+              const int lo = e < 8 ? v & 0x0F : v >> 4;
+              const int hi = (sub[128 + 4 * row + j] >> (2 * (e / 4))) & 3;
+              s += ((lo | (hi << 4)) - 32) * x[b].qs[16 * sb + e];
+            }
+            sumi += sc * s;
+          }
+          sum += fp16_to_f32(d) * x[b].d * static_cast<float>(sumi);
+        }
+        a.y[t * a.ldy + r + row] = sum;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n) {
@@ -305,6 +343,7 @@ const KernelTable& portable_kernels() {
     t.q6_k.rows = rows_kernel<BlockQ6_K, BlockQ8_K, dot_q6_k, kQK_K>;
     t.q8_0.packed_rows = packed_rows_kernel<BlockQ8_0>;
     t.q4_k.packed_rows = packed_rows_kernel_q4_k;
+    t.q6_k.packed_rows = packed_rows_kernel_q6_k;
     t.q4_0.packed_rows = packed_rows_kernel<BlockQ4_0>;
     return t;
   }();
