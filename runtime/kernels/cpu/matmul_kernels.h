@@ -133,6 +133,8 @@ const KernelTable& portable_kernels();
 const KernelTable& avx2_kernels();
 // Fills in Q4_1, Q4_K, Q5_K and Q6_K (matmul_avx2_quants.cc); t.q8_0 must be set.
 void add_avx2_quant_kernels(KernelTable& t);
+// Adds the packed Q4_K and Q6_K kernels (matmul_avx2_packed_kquants.cc).
+void add_avx2_packed_kquant_kernels(KernelTable& t);
 // has_vnni / has_bf16: the AVX-512 extensions the CPU has besides F, BW, VL.
 const KernelTable& avx512_kernels(bool has_vnni, bool has_bf16);
 #endif
