@@ -12,7 +12,9 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "launcher/cluster.h"
 #include "launcher/commands.h"
+#include "launcher/engine_cluster.h"
 #include "launcher/memory_bandwidth.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
@@ -28,6 +30,9 @@ struct BenchFlags {
   int gen_tokens = 64;
   int repetitions = 3;
   bool json = false;
+  int tp = 1;
+  int pp = 1;
+  ClusterFlags cluster;
 };
 
 struct Sample {
@@ -67,7 +72,7 @@ absl::StatusOr<double> time_decode(engine::Engine& e, int n) {
     else token = argmax(*logits);
     ++pos;
   }
-  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(e.close_sequence(0));
   TANDEM_RETURN_IF_ERROR(status);
   return now_seconds() - start;
 }
@@ -83,18 +88,80 @@ absl::StatusOr<double> time_prefill(engine::Engine& e, int n, uint32_t seed) {
   const double start = now_seconds();
   auto logits = e.forward({tokens, positions, seqs, {}});
   const double seconds = now_seconds() - start;
-  e.close_sequence(0);
+  TANDEM_RETURN_IF_ERROR(e.close_sequence(0));
   TANDEM_RETURN_IF_ERROR(logits.status());
   return seconds;
 }
 
-// Bytes of weights that one decode step reads: every matrix and norm, but
-// only one row of the token embedding (unless it doubles as the output head).
+// Bytes of weights that one decode step reads over all ranks: every matrix
+// and norm, but only one row of the token embedding (unless it doubles as
+// the output head).
 uint64_t bytes_per_token(const engine::Engine& e) {
   const model::LlamaConfig& c = e.config();
+  uint64_t all = 0;
+  for (const gguf::TensorInfo& t : e.file().tensors()) all += t.n_bytes;
   const auto& w = *e.file().find_tensor("token_embd.weight");
   const bool tied = e.file().find_tensor("output.weight") == nullptr;
-  return e.load_stats().bytes - (tied ? 0 : w.n_bytes - w.n_bytes / c.n_vocab);
+  return all - (tied ? 0 : w.n_bytes - w.n_bytes / c.n_vocab);
+}
+
+// One engine's rows (rank 0 of a cluster): the read bandwidth with the same
+// threads, then each test.
+int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlohmann::json& rows) {
+  // Every rank reads its share at once: the bound assumes all of them on
+  // this box, with their threads together.
+  const int ranks = e.world().size();
+  const double bandwidth = measure_read_bandwidth(t * ranks, size_t{1} << 29, 3);
+  const std::string layout = absl::StrCat("tp", e.world().tp(), " pp", e.world().pp());
+  const uint64_t per_token = bytes_per_token(e);
+  const std::string name = e.file().get_string("general.name").value_or(f.model);
+  // llama.cpp's mixes by their file type; otherwise the matrices' type.
+  const uint32_t file_type = e.file().get_u32("general.file_type").value_or(0);
+  const std::string type =
+      file_type == 15   ? "q4_k_m"
+      : file_type == 17 ? "q5_k_m"
+                        : dtype_name(e.file().find_tensor("blk.0.ffn_up.weight")->type);
+  const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
+  for (int n : tests) {
+    std::vector<double> speeds;
+    double sync = 0;  // seconds rank 0 spent in exchanges during the timed runs
+    // One untimed warm-up run, then the repetitions.
+    for (int r = 0; r <= f.repetitions; ++r) {
+      const double sync_before = e.sync_seconds();
+      auto s = decode ? time_decode(e, n) : time_prefill(e, n, 1234 + r);
+      if (!s.ok()) return report_error("bench", s.status());
+      if (r > 0) {
+        speeds.push_back(n / *s);
+        sync += e.sync_seconds() - sync_before;
+      }
+    }
+    const double sync_us_per_token = sync / (static_cast<double>(n) * f.repetitions) * 1e6;
+    const Sample s = summarize(speeds);
+    const double bound = bandwidth / static_cast<double>(per_token);
+    const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
+    nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
+                          {"threads", t}, {"tp", e.world().tp()}, {"pp", e.world().pp()},
+                          {"test", test}, {"tokens_per_s", s.mean},
+                          {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
+                          {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
+    if (e.distributed()) row["sync_us_per_token"] = sync_us_per_token;
+    if (decode) {
+      row["bound_tokens_per_s"] = bound;
+      row["fraction_of_bound"] = s.mean / bound;
+    }
+    rows.push_back(row);
+    if (!f.json) {
+      std::printf("| %s | %.2f GB | %s | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f | %s |\n",
+                  name.c_str(), per_token / 1e9, type.c_str(), layout.c_str(), t, test.c_str(),
+                  s.mean, s.stddev,
+                  decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
+                  decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
+                  bandwidth / 1e9,
+                  e.distributed() ? absl::StrCat(std::lround(sync_us_per_token)).c_str() : "-");
+      std::fflush(stdout);
+    }
+  }
+  return 0;
 }
 
 int run_bench(const BenchFlags& f) {
@@ -110,9 +177,14 @@ int run_bench(const BenchFlags& f) {
   const bool decode = f.mode == "decode";
   const int max_prompt = *std::max_element(f.prompt_tokens.begin(), f.prompt_tokens.end());
   nlohmann::json rows = nlohmann::json::array();
-  if (!f.json) {
-    std::printf("| model | size | type | threads | test | t/s | bound t/s | of bound | GB/s read |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  const int layout_ranks = f.tp * f.pp;
+  auto joined = Cluster::Join(f.cluster, layout_ranks > 1 ? layout_ranks : 0);
+  if (!joined.ok()) return report_error("bench", joined.status());
+  Cluster& cluster = **joined;
+  if (!f.json && cluster.rank() == 0) {
+    std::printf(
+        "| model | size | type | layout | threads | test | t/s | bound t/s | of bound | GB/s read | sync us/token |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   }
   for (int t : f.threads) {
     engine::EngineOptions options;
@@ -120,49 +192,17 @@ int run_bench(const BenchFlags& f) {
     options.n_threads = t;
     options.context_length = (decode ? f.gen_tokens + 1 : max_prompt) + 1;
     options.max_batch_tokens = decode ? 1 : max_prompt;
-    auto loaded = engine::Engine::Load(options);
-    if (!loaded.ok()) return report_error("bench", loaded.status());
-    engine::Engine& e = **loaded;
-    const double bandwidth = measure_read_bandwidth(t, size_t{1} << 29, 3);
-    const uint64_t per_token = bytes_per_token(e);
-    const std::string name = e.file().get_string("general.name").value_or(f.model);
-    // llama.cpp's mixes by their file type; otherwise the matrices' type.
-    const uint32_t file_type = e.file().get_u32("general.file_type").value_or(0);
-    const std::string type =
-        file_type == 15   ? "q4_k_m"
-        : file_type == 17 ? "q5_k_m"
-                          : dtype_name(e.file().find_tensor("blk.0.ffn_up.weight")->type);
-    const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
-    for (int n : tests) {
-      std::vector<double> speeds;
-      // One untimed warm-up run, then the repetitions.
-      for (int r = 0; r <= f.repetitions; ++r) {
-        auto s = decode ? time_decode(e, n) : time_prefill(e, n, 1234 + r);
-        if (!s.ok()) return report_error("bench", s.status());
-        if (r > 0) speeds.push_back(n / *s);
-      }
-      const Sample s = summarize(speeds);
-      const double bound = bandwidth / static_cast<double>(per_token);
-      const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
-      nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
-                            {"threads", t}, {"test", test}, {"tokens_per_s", s.mean},
-                            {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
-                            {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
-      if (decode) {
-        row["bound_tokens_per_s"] = bound;
-        row["fraction_of_bound"] = s.mean / bound;
-      }
-      rows.push_back(row);
-      if (!f.json) {
-        std::printf("| %s | %.2f GB | %s | %d | %s | %.2f ± %.2f | %s | %s | %.1f |\n", name.c_str(),
-                    per_token / 1e9, type.c_str(), t, test.c_str(), s.mean, s.stddev,
-                    decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
-                    decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
-                    bandwidth / 1e9);
-        std::fflush(stdout);
-      }
-    }
+    options.tp = f.tp;
+    options.pp = f.pp;
+    const int code = run_engine_cluster("bench", cluster, options, [&](engine::Engine& e) {
+      return bench_engine(f, e, t, decode, rows);
+    });
+    if (code != 0) return code;
   }
+  if (absl::Status s = cluster.wait_workers(std::chrono::seconds(30)); !s.ok()) {
+    return report_error("bench", s);
+  }
+  if (cluster.rank() != 0) return 0;
   if (f.json) std::printf("%s\n", rows.dump(2).c_str());
   return 0;
 }
@@ -182,6 +222,9 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--gen-tokens", flags->gen_tokens, "Decode steps")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", flags->json, "Print JSON rows instead of a table");
+  cmd->add_option("--tp", flags->tp, "decode/prefill: tensor-parallel ranks")->check(CLI::Range(1, 64));
+  cmd->add_option("--pp", flags->pp, "decode/prefill: pipeline stages")->check(CLI::Range(1, 64));
+  add_cluster_flags(*cmd, flags->cluster, /*with_local_ranks=*/false);
   BenchTransportHooks transport = add_bench_transport_options(*cmd);
   cmd->callback([flags, exit_code, transport, cmd] {
     // One subcommand, two sets of flags: refuse those of the other mode

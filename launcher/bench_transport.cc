@@ -42,6 +42,7 @@
 #include "common/status.h"
 #include "launcher/bench_transport_data.h"
 #include "launcher/commands.h"
+#include "launcher/local_ranks.h"
 #include "nlohmann/json.hpp"
 #include "runtime/kernels/cpu/convert.h"
 #include "transport/bootstrap/bootstrap.h"
@@ -64,7 +65,6 @@ using std::chrono::milliseconds;
 
 // Set in the environment of the ranks that --local-ranks forks, so they
 // rendezvous from TANDEM_* instead of forking again.
-constexpr char kChildVar[] = "TANDEM_BENCH_LOCAL_CHILD";
 
 enum class Op { kAllReduce, kAllGather, kBroadcast, kSendRecv };
 
@@ -505,167 +505,7 @@ absl::Status run_local(const Config& c) {
 }
 
 // The process's own argv, to re-exec it for the other local ranks.
-absl::StatusOr<std::vector<std::string>> own_argv() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> args;
-  for (size_t start = 0; start < all.size();) {
-    const size_t end = all.find('\0', start);
-    args.push_back(all.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  if (args.empty()) return absl::InternalError("cannot read /proc/self/cmdline");
-  return args;
-}
 
-// A port that was free a moment ago on 127.0.0.1 (the store binds it with
-// SO_REUSEADDR).
-absl::StatusOr<uint16_t> free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  ::close(fd);
-  if (!ok) return absl::UnavailableError("cannot find a free port on 127.0.0.1");
-  return ntohs(a.sin_port);
-}
-
-std::string random_token() {
-  std::random_device rd;
-  std::string t;
-  for (int i = 0; i < 4; ++i) absl::StrAppend(&t, absl::Hex(rd(), absl::kZeroPad8));
-  return t;
-}
-
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exited with code ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("was killed by signal ", WTERMSIG(status));
-  return "stopped";
-}
-
-// The ranks 1..n-1 that --local-ranks forks. Watches them from a thread: the
-// first that fails aborts rank 0's communicator (once there is one). Kills
-// and reaps whatever still runs when destroyed.
-class LocalRanks {
- public:
-  ~LocalRanks() {
-    stop_ = true;
-    if (watcher_.joinable()) watcher_.join();
-    for (Child& c : children_) {
-      if (c.running) {
-        ::kill(c.pid, SIGKILL);
-        int st = 0;
-        ::waitpid(c.pid, &st, 0);
-      }
-    }
-  }
-
-  absl::Status spawn(int n, const std::map<std::string, std::string>& extra_env) {
-    TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> args, own_argv());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (int r = 1; r < n; ++r) {
-      std::map<std::string, std::string> env_map;
-      for (char** e = environ; *e != nullptr; ++e) {
-        const std::string kv(*e);
-        const size_t eq = kv.find('=');
-        if (eq != std::string::npos) env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
-      }
-      for (const auto& [k, v] : extra_env) env_map[k] = v;
-      env_map["TANDEM_RANK"] = std::to_string(r);
-      env_map[kChildVar] = "1";
-      std::vector<std::string> env_strings;
-      for (const auto& [k, v] : env_map) env_strings.push_back(k + "=" + v);
-      std::vector<char*> envp;
-      for (auto& s : env_strings) envp.push_back(s.data());
-      envp.push_back(nullptr);
-      pid_t pid = -1;
-      const int rc =
-          ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
-      if (rc != 0) {
-        return absl::InternalError(absl::StrCat("cannot start rank ", r, ": ", std::strerror(rc)));
-      }
-      children_.push_back({pid, r, true});
-    }
-    watcher_ = std::thread([this] { watch(); });
-    return absl::OkStatus();
-  }
-
-  // Rank 0's communicator, aborted when a child fails; nullptr to detach.
-  void set_comm(tr::Communicator* comm) {
-    std::lock_guard<std::mutex> lock(mu_);
-    comm_ = comm;
-    if (comm_ != nullptr && failure_) comm_->abort(*failure_);
-  }
-
-  std::optional<absl::Status> failure() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return failure_;
-  }
-
-  // Waits until every child has exited, or the deadline; then the first
-  // failure, if any.
-  absl::Status wait_all(tr::Deadline deadline) {
-    while (tr::Clock::now() < deadline) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (failure_) return *failure_;
-        if (std::none_of(children_.begin(), children_.end(),
-                         [](const Child& c) { return c.running; })) {
-          return absl::OkStatus();
-        }
-      }
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    std::vector<int> late;
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const Child& c : children_) {
-      if (c.running) late.push_back(c.rank);
-    }
-    return absl::DeadlineExceededError(
-        absl::StrCat("ranks ", absl::StrJoin(late, ","), " did not exit in time"));
-  }
-
- private:
-  struct Child {
-    pid_t pid;
-    int rank;
-    bool running;
-  };
-
-  void watch() {
-    while (!stop_) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        for (Child& c : children_) {
-          int st = 0;
-          if (!c.running || ::waitpid(c.pid, &st, WNOHANG) != c.pid) continue;
-          c.running = false;
-          if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
-          if (!failure_) {
-            failure_ =
-                absl::UnavailableError(absl::StrCat("rank ", c.rank, " ", describe_exit(st)));
-            if (comm_ != nullptr) comm_->abort(*failure_);
-          }
-        }
-      }
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-  }
-
-  std::mutex mu_;
-  std::vector<Child> children_;
-  tr::Communicator* comm_ = nullptr;
-  std::optional<absl::Status> failure_;
-  std::atomic<bool> stop_{false};
-  std::thread watcher_;
-};
 
 #ifdef TANDEM_HAVE_UCX
 // Rendezvous, the UCX communicator, the run and a closing store barrier (so
@@ -685,7 +525,7 @@ absl::Status run_ucx_rank(const tr::BootstrapConfig& config, const Config& c,
 }
 
 absl::Status run_ucx(const Config& c) {
-  const bool child = std::getenv(kChildVar) != nullptr;
+  const bool child = started_as_local_rank();
   if (c.local_ranks == 0 || child) {
     // Started by torchrun-style TANDEM_* or by mpirun (rank and size from
     // its environment, the rendezvous from TANDEM_MASTER_*).

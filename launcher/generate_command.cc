@@ -8,7 +8,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "launcher/cluster.h"
 #include "launcher/commands.h"
+#include "launcher/engine_cluster.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
 
@@ -25,6 +27,7 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool no_bos = false;
   std::string logits_out;
+  ClusterFlags cluster;
 };
 
 absl::Status write_floats(const std::string& path, const std::vector<float>& values) {
@@ -36,14 +39,11 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
   return absl::OkStatus();
 }
 
-int run_generate(GenerateFlags& f) {
-  if (f.seed < 0) f.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  f.sampling.seed = static_cast<uint64_t>(f.seed);
-  if (absl::Status s = engine::validate(f.sampling); !s.ok()) return report_error("generate", s);
-
-  auto loaded = engine::Engine::Load(f.engine);
-  if (!loaded.ok()) return report_error("generate", loaded.status());
-  engine::Engine& e = **loaded;
+int generate_on_rank0(GenerateFlags& f, const Cluster& cluster, engine::Engine& e) {
+  if (cluster.size() > 1) {
+    std::fprintf(stderr, "cluster: %s; layout tp %d x pp %d\n", cluster.description().c_str(),
+                 e.world().tp(), e.world().pp());
+  }
   const model::LoadStats& load = e.load_stats();
   std::fprintf(stderr, "load: %.2f s; weights %.1f MB in %.2f s (%.2f GB/s)%s; %d threads\n",
                e.load_seconds(), load.bytes / 1e6, load.seconds,
@@ -92,6 +92,22 @@ int run_generate(GenerateFlags& f) {
   return 0;
 }
 
+int run_generate(GenerateFlags& f) {
+  if (f.seed < 0) f.seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  f.sampling.seed = static_cast<uint64_t>(f.seed);
+  if (absl::Status s = engine::validate(f.sampling); !s.ok()) return report_error("generate", s);
+  const int layout_ranks = f.engine.tp * f.engine.pp;
+  auto joined = Cluster::Join(f.cluster, layout_ranks > 1 ? layout_ranks : 0);
+  if (!joined.ok()) return report_error("generate", joined.status());
+  Cluster& cluster = **joined;
+  int code = run_engine_cluster("generate", cluster, f.engine,
+                                [&](engine::Engine& e) { return generate_on_rank0(f, cluster, e); });
+  if (absl::Status s = cluster.wait_workers(std::chrono::seconds(30)); !s.ok() && code == 0) {
+    code = report_error("generate", s);
+  }
+  return code;
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app, int* exit_code) {
@@ -121,6 +137,9 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--no-bos", flags->no_bos, "Do not add the BOS token");
   cmd->add_option("--logits-out", flags->logits_out,
                   "Write raw float32 logits [n_prompt + n_generated - 1][n_vocab]");
+  cmd->add_option("--tp", flags->engine.tp, "Tensor-parallel ranks")->check(CLI::Range(1, 64));
+  cmd->add_option("--pp", flags->engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
+  add_cluster_flags(*cmd, flags->cluster);
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 

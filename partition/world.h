@@ -14,6 +14,8 @@ namespace tandem::partition {
 
 class World {
  public:
+  // One rank alone.
+  constexpr World() : World(1, 1, 0) {}
   // INVALID_ARGUMENT unless tp >= 1, pp >= 1 and 0 <= rank < tp * pp.
   static absl::StatusOr<World> Create(int tp, int pp, int rank);
 

@@ -17,7 +17,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 class SequenceGuard {
  public:
   SequenceGuard(Engine& engine, int32_t seq) : engine_(engine), seq_(seq) {}
-  ~SequenceGuard() { engine_.close_sequence(seq_); }
+  ~SequenceGuard() { engine_.close_sequence(seq_).IgnoreError(); }
 
  private:
   Engine& engine_;

@@ -171,6 +171,11 @@ class Writer {
 
   absl::Status write(const std::string& path) const;
   absl::StatusOr<std::vector<uint8_t>> write_to_memory() const;
+  // The header, metadata and tensor directory only, padded to where the data
+  // would start: a model description for planning, which File::Open reads
+  // with OpenOptions::allow_missing_data. Fills are never called (they may
+  // be null).
+  absl::Status write_header_only(const std::string& path) const;
 
  private:
   struct PendingTensor {
@@ -180,7 +185,8 @@ class Writer {
     Fill fill;
     int64_t given_bytes = -1;  // size of the span passed to add_tensor, or -1 for a Fill
   };
-  absl::Status emit(detail::Sink& sink) const;
+  absl::Status emit(detail::Sink& sink, bool header_only = false) const;
+  absl::Status write_file(const std::string& path, bool header_only) const;
   uint64_t alignment_ = kDefaultAlignment;
   std::vector<KeyValue> metadata_;
   std::vector<PendingTensor> tensors_;

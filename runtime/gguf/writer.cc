@@ -235,7 +235,7 @@ void Writer::add_tensor(std::string name, std::vector<int64_t> dims, DType type,
                                    static_cast<int64_t>(data.size())});
 }
 
-absl::Status Writer::emit(Sink& sink) const {
+absl::Status Writer::emit(Sink& sink, bool header_only) const {
   // Validate everything first.
   uint64_t alignment = alignment_;
   for (const KeyValue& kv : metadata_) {
@@ -269,7 +269,7 @@ absl::Status Writer::emit(Sink& sink) const {
                                                     " bytes of data but its shape needs ",
                                                     n_bytes[i]));
     }
-    if (!t.fill)
+    if (!t.fill && !header_only)
       return absl::InvalidArgumentError(format::cat("tensor '", t.name, "' has no data"));
     offsets[i] = format::align_up(data_size, alignment);
     data_size = offsets[i] + n_bytes[i];
@@ -294,6 +294,7 @@ absl::Status Writer::emit(Sink& sink) const {
   }
   const uint64_t data_offset = format::align_up(sink.pos(), alignment);
   TANDEM_RETURN_IF_ERROR(sink.zeros(data_offset - sink.pos()));
+  if (header_only) return absl::OkStatus();
 
   uint64_t largest = 0;
   for (uint64_t n : n_bytes) largest = std::max(largest, n);
@@ -317,7 +318,13 @@ absl::StatusOr<std::vector<uint8_t>> Writer::write_to_memory() const {
   return out;
 }
 
-absl::Status Writer::write(const std::string& path) const {
+absl::Status Writer::write(const std::string& path) const { return write_file(path, false); }
+
+absl::Status Writer::write_header_only(const std::string& path) const {
+  return write_file(path, true);
+}
+
+absl::Status Writer::write_file(const std::string& path, bool header_only) const {
   std::string tmp = path + ".tmp-XXXXXX";
   int fd = ::mkstemp(tmp.data());
   if (fd < 0) {
@@ -325,7 +332,7 @@ absl::Status Writer::write(const std::string& path) const {
     return absl::ErrnoToStatus(err, format::cat(path, ": cannot create temporary file ", tmp));
   }
   FdSink sink(fd, path);
-  absl::Status st = emit(sink);
+  absl::Status st = emit(sink, header_only);
   if (!st.ok() && st.message().rfind(path, 0) != 0) {
     st = absl::Status(st.code(), format::cat(path, ": ", st.message()));
   }

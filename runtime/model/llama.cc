@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "runtime/kernels/cpu/convert.h"
@@ -102,35 +103,84 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromGguf(const gguf::File& file) {
 
 LlamaModel::~LlamaModel() = default;
 
+partition::ModelDims model_dims(const LlamaConfig& c, const gguf::File& file) {
+  partition::ModelDims d{.n_layers = c.n_layers, .dim = c.dim, .n_heads = c.n_heads,
+                         .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
+                         .ffn_dim = c.ffn_dim, .n_vocab = c.n_vocab, .col_align = 1};
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    if (auto info = dtype_info(t.type)) d.col_align = std::max(d.col_align, info->block_size);
+  }
+  return d;
+}
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::File& file,
                                                              const LoadOptions& options) {
+  TANDEM_ASSIGN_OR_RETURN(LlamaConfig c, LlamaConfig::FromGguf(file));
+  TANDEM_ASSIGN_OR_RETURN(partition::World one, partition::World::Create(1, 1, 0));
+  TANDEM_ASSIGN_OR_RETURN(partition::RankShard whole,
+                          partition::make_rank_shard(model_dims(c, file), one));
+  return Load(file, options, whole);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::File& file,
+                                                             const LoadOptions& options,
+                                                             const partition::RankShard& shard) {
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   TANDEM_ASSIGN_OR_RETURN(m->config_, LlamaConfig::FromGguf(file));
-  TANDEM_ASSIGN_OR_RETURN(m->store_, WeightStore::Create(file, options));
   const LlamaConfig& c = m->config_;
+  const partition::ModelDims dims = model_dims(c, file);
+  m->shard_ = shard;
+  LlamaConfig& local = m->local_;
+  local = c;
+  local.n_layers = shard.layers.size();
+  local.n_heads = shard.q_heads.size();
+  local.n_kv_heads = shard.kv_heads.size();
+  local.ffn_dim = shard.ffn.size();
+  local.n_vocab = shard.vocab.size();
+
+  // Every tensor is loaded with the slice that partition assigns it, so the
+  // memory a plan budgets is the memory loaded.
+  const bool tied = file.find_tensor("output.weight") == nullptr;
+  absl::flat_hash_map<std::string, Slice> slices;
+  for (const partition::TensorShard& t : partition::tensor_shards(dims, shard, tied)) {
+    slices[t.name] = Slice{t.rows, t.cols};
+  }
+  TANDEM_ASSIGN_OR_RETURN(m->store_, WeightStore::Create(file, options));
   WeightStore& s = *m->store_;
   using Kind = WeightStore::Kind;
+  auto load = [&](const std::string& name, int64_t n_cols, int64_t n_rows, Kind kind) {
+    auto it = slices.find(name);
+    TANDEM_CHECK(it != slices.end());
+    return s.load(name, n_cols, n_rows, kind, it->second);
+  };
   LlamaWeights& w = m->weights_;
-  TANDEM_ASSIGN_OR_RETURN(w.token_embd, s.load("token_embd.weight", c.dim, c.n_vocab, Kind::kEmbedding));
-  TANDEM_ASSIGN_OR_RETURN(w.output_norm, s.load("output_norm.weight", c.dim, 1, Kind::kF32Vector));
-  TANDEM_ASSIGN_OR_RETURN(auto output, s.load_optional("output.weight", c.dim, c.n_vocab, Kind::kMatrix));
-  w.output = output ? std::move(*output) : w.token_embd;
+  if (shard.has_embedding || (shard.has_head && tied)) {
+    TANDEM_ASSIGN_OR_RETURN(w.token_embd, load("token_embd.weight", c.dim, c.n_vocab, Kind::kEmbedding));
+  }
+  if (shard.has_head) {
+    TANDEM_ASSIGN_OR_RETURN(w.output_norm, load("output_norm.weight", c.dim, 1, Kind::kF32Vector));
+    if (tied) {
+      w.output = w.token_embd;
+    } else {
+      TANDEM_ASSIGN_OR_RETURN(w.output, load("output.weight", c.dim, c.n_vocab, Kind::kMatrix));
+    }
+  }
   TANDEM_ASSIGN_OR_RETURN(auto freqs,
                           s.load_optional("rope_freqs.weight", c.rope_dim / 2, 1, Kind::kF32Vector));
   if (freqs) w.rope_freqs.assign(freqs->f32(), freqs->f32() + c.rope_dim / 2);
-  w.layers.resize(c.n_layers);
-  for (int64_t il = 0; il < c.n_layers; ++il) {
-    LlamaLayer& l = w.layers[il];
+  w.layers.resize(local.n_layers);
+  for (int64_t il = shard.layers.begin; il < shard.layers.end; ++il) {
+    LlamaLayer& l = w.layers[il - shard.layers.begin];
     const std::string b = absl::StrCat("blk.", il, ".");
-    TANDEM_ASSIGN_OR_RETURN(l.attn_norm, s.load(b + "attn_norm.weight", c.dim, 1, Kind::kF32Vector));
-    TANDEM_ASSIGN_OR_RETURN(l.wq, s.load(b + "attn_q.weight", c.dim, c.q_dim(), Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.wk, s.load(b + "attn_k.weight", c.dim, c.kv_dim(), Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.wv, s.load(b + "attn_v.weight", c.dim, c.kv_dim(), Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.wo, s.load(b + "attn_output.weight", c.q_dim(), c.dim, Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.ffn_norm, s.load(b + "ffn_norm.weight", c.dim, 1, Kind::kF32Vector));
-    TANDEM_ASSIGN_OR_RETURN(l.w_gate, s.load(b + "ffn_gate.weight", c.dim, c.ffn_dim, Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.w_up, s.load(b + "ffn_up.weight", c.dim, c.ffn_dim, Kind::kMatrix));
-    TANDEM_ASSIGN_OR_RETURN(l.w_down, s.load(b + "ffn_down.weight", c.ffn_dim, c.dim, Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.attn_norm, load(b + "attn_norm.weight", c.dim, 1, Kind::kF32Vector));
+    TANDEM_ASSIGN_OR_RETURN(l.wq, load(b + "attn_q.weight", c.dim, c.q_dim(), Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.wk, load(b + "attn_k.weight", c.dim, c.kv_dim(), Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.wv, load(b + "attn_v.weight", c.dim, c.kv_dim(), Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.wo, load(b + "attn_output.weight", c.q_dim(), c.dim, Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.ffn_norm, load(b + "ffn_norm.weight", c.dim, 1, Kind::kF32Vector));
+    TANDEM_ASSIGN_OR_RETURN(l.w_gate, load(b + "ffn_gate.weight", c.dim, c.ffn_dim, Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.w_up, load(b + "ffn_up.weight", c.dim, c.ffn_dim, Kind::kMatrix));
+    TANDEM_ASSIGN_OR_RETURN(l.w_down, load(b + "ffn_down.weight", c.ffn_dim, c.dim, Kind::kMatrix));
   }
   return m;
 }
@@ -140,7 +190,7 @@ absl::StatusOr<std::unique_ptr<LlamaWorkspace>> LlamaModel::make_workspace(
   if (max_tokens <= 0 || max_seq_len <= 0 || n_threads <= 0) {
     return absl::InvalidArgumentError("workspace sizes must be positive");
   }
-  const LlamaConfig& c = config_;
+  const LlamaConfig& c = local_;
   auto ws = std::make_unique<LlamaWorkspace>();
   ws->max_tokens = max_tokens;
   ws->max_seq_len = max_seq_len;
@@ -162,115 +212,18 @@ absl::StatusOr<std::unique_ptr<LlamaWorkspace>> LlamaModel::make_workspace(
   for (const LlamaLayer& l : weights_.layers) {
     for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) plan(*w);
   }
-  plan(weights_.output);
+  if (shard_.has_head) {
+    plan(weights_.output);
+    ws->logits_local.resize(max_tokens * shard_.vocab_stride);
+    const int64_t tp = (config_.n_vocab + shard_.vocab_stride - 1) / shard_.vocab_stride;
+    if (tp > 1) ws->gathered.resize(tp * max_tokens * shard_.vocab_stride);
+  }
   ws->scratch.resize(scratch);
   ws->embd_row.resize(c.dim);
+  ws->send_x.resize(max_tokens * c.dim);
+  ws->sends.reserve(max_tokens);
+  ws->no_logits.assign(max_tokens, 0);
   return ws;
-}
-
-absl::Status LlamaModel::validate(const Batch& batch, const engine::KvCache& cache,
-                                  const LlamaWorkspace& ws) const {
-  const int64_t n = batch.size();
-  if (n == 0) return absl::InvalidArgumentError("empty batch");
-  if (n > ws.max_tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch of ", n, " tokens exceeds the planned ", ws.max_tokens));
-  }
-  if (static_cast<int64_t>(batch.positions.size()) != n ||
-      static_cast<int64_t>(batch.seq_ids.size()) != n ||
-      (!batch.want_logits.empty() && static_cast<int64_t>(batch.want_logits.size()) != n)) {
-    return absl::InvalidArgumentError("batch arrays differ in length");
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    if (batch.tokens[i] < 0 || batch.tokens[i] >= config_.n_vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", batch.tokens[i],
-                                                     " outside the vocabulary [0, ",
-                                                     config_.n_vocab, ")"));
-    }
-    if (!cache.is_open(batch.seq_ids[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", batch.seq_ids[i], " is not open"));
-    }
-    if (batch.positions[i] < 0 || batch.positions[i] >= ws.max_seq_len) {
-      return absl::OutOfRangeError(absl::StrCat("position ", batch.positions[i],
-                                                " outside the context of ", ws.max_seq_len));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status LlamaModel::forward(const Batch& batch, engine::KvCache& cache, LlamaWorkspace& ws,
-                                 kernels::ThreadPool& pool, std::span<float> logits) const {
-  TANDEM_RETURN_IF_ERROR(validate(batch, cache, ws));
-  const LlamaConfig& c = config_;
-  const int64_t n = batch.size();
-  int64_t n_out = 0;
-  for (int64_t i = 0; i < n; ++i) n_out += batch.wants_logits(i) ? 1 : 0;
-  if (static_cast<int64_t>(logits.size()) < n_out * c.n_vocab) {
-    return absl::InvalidArgumentError("logits buffer too small");
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    TANDEM_RETURN_IF_ERROR(cache.reserve(batch.seq_ids[i], batch.positions[i] + 1));
-  }
-
-  const std::span<uint8_t> scratch(ws.scratch);
-  auto matmul = [&](const Weight& w, const float* x, int64_t rows, float* y) {
-    kernels::matmul(w.matrix(), x, w.n_cols, rows, y, w.n_rows, scratch, pool);
-  };
-  const Weight& embd = weights_.token_embd;
-  const size_t embd_row_bytes = row_bytes(embd.type, c.dim);
-  for (int64_t i = 0; i < n; ++i) {
-    const auto* row = static_cast<const uint8_t*>(embd.data) + embd_row_bytes * batch.tokens[i];
-    kernels::dequantize_row(embd.type, row, ws.x.data() + i * c.dim, c.dim);
-    rope_angles(batch.positions[i], c.rope_dim, c.rope_freq_base, c.rope_freq_scale,
-                weights_.rope_freqs, ws.rope.data() + i * c.rope_dim);
-  }
-
-  for (int64_t il = 0; il < c.n_layers; ++il) {
-    const LlamaLayer& l = weights_.layers[il];
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        rms_norm(ws.x.data() + i * c.dim, l.attn_norm.f32(), c.rms_eps, c.dim, ws.xb.data() + i * c.dim);
-      }
-    });
-    matmul(l.wq, ws.xb.data(), n, ws.q.data());
-    matmul(l.wk, ws.xb.data(), n, ws.k.data());
-    matmul(l.wv, ws.xb.data(), n, ws.v.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const float* cs = ws.rope.data() + i * c.rope_dim;
-      rope_apply(ws.q.data() + i * c.q_dim(), c.n_heads, c.head_dim, c.rope_dim, cs);
-      rope_apply(ws.k.data() + i * c.kv_dim(), c.n_kv_heads, c.head_dim, c.rope_dim, cs);
-      for (int64_t h = 0; h < c.n_kv_heads; ++h) {
-        const int64_t off = i * c.kv_dim() + h * c.head_dim;
-        std::copy_n(ws.k.data() + off, c.head_dim, cache.key(il, batch.seq_ids[i], batch.positions[i], h));
-        std::copy_n(ws.v.data() + off, c.head_dim, cache.value(il, batch.seq_ids[i], batch.positions[i], h));
-      }
-    }
-    attention(il, batch, cache, ws, pool);
-    matmul(l.wo, ws.attn.data(), n, ws.xb.data());
-    add_in_place(ws.x.data(), ws.xb.data(), n * c.dim);
-
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        rms_norm(ws.x.data() + i * c.dim, l.ffn_norm.f32(), c.rms_eps, c.dim, ws.xb.data() + i * c.dim);
-      }
-    });
-    matmul(l.w_gate, ws.xb.data(), n, ws.gate.data());
-    matmul(l.w_up, ws.xb.data(), n, ws.up.data());
-    swiglu(ws.gate.data(), ws.up.data(), n * c.ffn_dim);
-    matmul(l.w_down, ws.gate.data(), n, ws.xb.data());
-    add_in_place(ws.x.data(), ws.xb.data(), n * c.dim);
-  }
-
-  // Final norm of the rows that want logits, packed, then the head.
-  int64_t o = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!batch.wants_logits(i)) continue;
-    rms_norm(ws.x.data() + i * c.dim, weights_.output_norm.f32(), c.rms_eps, c.dim,
-             ws.xb.data() + o * c.dim);
-    ++o;
-  }
-  if (n_out > 0) matmul(weights_.output, ws.xb.data(), n_out, logits.data());
-  return absl::OkStatus();
 }
 
 }  // namespace tandem::model

@@ -24,7 +24,7 @@ void axpy(float a, const float* x, float* y, int64_t n) {
 
 void LlamaModel::attention(int64_t il, const Batch& batch, engine::KvCache& cache,
                            LlamaWorkspace& ws, kernels::ThreadPool& pool) const {
-  const LlamaConfig& c = config_;
+  const LlamaConfig& c = local_;
   const int64_t n_items = batch.size() * c.n_heads;
   const int64_t group = c.n_heads / c.n_kv_heads;
   const int64_t hd = c.head_dim;

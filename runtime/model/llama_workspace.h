@@ -1,9 +1,13 @@
 // Activation buffers of one Llama forward pass, sized once for the largest
-// batch so that a step allocates nothing.
+// batch so that a step allocates nothing. Head, FFN and vocabulary sizes are
+// the rank's shard's.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "transport/communicator.h"
 
 namespace tandem::model {
 
@@ -23,6 +27,17 @@ struct LlamaWorkspace {
   std::vector<float> scores;  // [n_threads][max_seq_len] attention scores
   std::vector<float> embd_row;
   std::vector<uint8_t> scratch;  // activations converted for the matmul kernels
+  // Distributed passes: head rows of this rank's vocabulary slice, padded to
+  // the shard's vocab_stride; their gather over the TP group; hidden states
+  // in flight to the next stage, and those sends.
+  std::vector<float> logits_local;  // [max_tokens][vocab_stride]
+  std::vector<float> gathered;      // [tp][max_tokens][vocab_stride]
+  std::vector<float> send_x;        // [max_tokens][dim]
+  std::vector<std::unique_ptr<transport::Request>> sends;
+  std::vector<uint8_t> no_logits;  // [max_tokens] zeros: micro-batches that want none
+  // Seconds this rank spent in exchanges with the others (all_reduces,
+  // stage-to-stage transfers, the logits gather), waiting for them included.
+  double sync_seconds = 0;
 };
 
 }  // namespace tandem::model

@@ -52,9 +52,33 @@ absl::Status WeightStore::map_file() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The slice with empty ranges widened to the whole tensor, checked against it
+// and against the type's blocks.
+absl::StatusOr<Slice> resolve_slice(const std::string& name, DType type, int64_t n_rows,
+                                    int64_t n_cols, Slice s) {
+  if (s.rows.empty()) s.rows = {0, n_rows};
+  if (s.cols.empty()) s.cols = {0, n_cols};
+  if (s.rows.begin < 0 || s.rows.end > n_rows || s.cols.begin < 0 || s.cols.end > n_cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "': slice rows [", s.rows.begin, ", ", s.rows.end, ") cols [",
+        s.cols.begin, ", ", s.cols.end, ") outside [", n_rows, ", ", n_cols, "]"));
+  }
+  const int64_t block = dtype_info(type)->block_size;
+  if (s.cols.begin % block != 0 || s.cols.size() % block != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "': columns [", s.cols.begin, ", ", s.cols.end, ") cut its ",
+        dtype_name(type), " blocks of ", block));
+  }
+  return s;
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_view name_view,
                                                                  int64_t n_cols, int64_t n_rows,
-                                                                 Kind kind) {
+                                                                 Kind kind, Slice slice) {
   const std::string name(name_view);  // this abseil's StrCat takes no std::string_view
   const gguf::TensorInfo* info = file_.find_tensor(name);
   if (info == nullptr) return std::optional<Weight>();
@@ -74,18 +98,25 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
                                                  dtype_name(info->type),
                                                  ", which this build does not support"));
   }
+  if (kind == Kind::kF32Vector) n_rows = 1;
+  TANDEM_ASSIGN_OR_RETURN(slice, resolve_slice(name, info->type, n_rows, n_cols, slice));
   Weight w;
   w.name = name;
   w.type = info->type;
-  w.n_cols = n_cols;
-  w.n_rows = kind == Kind::kF32Vector ? 1 : n_rows;
+  w.n_cols = slice.cols.size();
+  w.n_rows = slice.rows.size();
+  const size_t full_row = row_bytes(w.type, n_cols);
+  const size_t part_row = row_bytes(w.type, w.n_cols);
+  const size_t col_offset = row_bytes(w.type, slice.cols.begin);
+  const bool whole_rows = w.n_cols == n_cols;
+  const size_t slice_bytes = part_row * static_cast<size_t>(w.n_rows);
   const auto start = std::chrono::steady_clock::now();
-  if (mapping_ != nullptr) {
-    w.data = mapping_ + info->file_offset;
+  if (mapping_ != nullptr && whole_rows) {
+    w.data = mapping_ + info->file_offset + full_row * slice.rows.begin;
   } else {
-    const bool pack =
-        pack_ && kind == Kind::kMatrix && kernels::pack_preferred(w.type);
-    const size_t bytes = pack ? kernels::packed_bytes(w.type, w.n_rows, w.n_cols) : info->n_bytes;
+    const bool pack = pack_ && kind == Kind::kMatrix &&
+                      kernels::pack_preferred(w.type);
+    const size_t bytes = pack ? kernels::packed_bytes(w.type, w.n_rows, w.n_cols) : slice_bytes;
     auto buffer = std::make_unique<Buffer>();
     auto memory = HostBuffer::Allocate(bytes);
     if (!memory.ok()) {
@@ -93,25 +124,40 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
           absl::StrCat("loading '", name, "': ", memory.status().message()));
     }
     buffer->memory = std::move(*memory);
-    TANDEM_RETURN_IF_ERROR(file_.read_tensor(*info, buffer->memory.data()));
-    w.data = buffer->memory.data();
+    auto* dst = static_cast<uint8_t*>(buffer->memory.data());
+    if (whole_rows) {
+      TANDEM_RETURN_IF_ERROR(
+          file_.read_tensor_range(*info, full_row * slice.rows.begin, slice_bytes, dst));
+    } else {
+      // A column slice: one short read per row, so only the slice's bytes move.
+      for (int64_t r = 0; r < w.n_rows; ++r) {
+        const uint64_t offset = full_row * (slice.rows.begin + r) + col_offset;
+        if (mapping_ != nullptr) {
+          std::memcpy(dst + part_row * r, mapping_ + info->file_offset + offset, part_row);
+        } else {
+          TANDEM_RETURN_IF_ERROR(file_.read_tensor_range(*info, offset, part_row, dst + part_row * r));
+        }
+      }
+    }
+    w.data = dst;
     if (pack) {
       // In place: the buffer holds the row-major tensor at its start.
-      const kernels::Matrix packed = kernels::pack(w.matrix(), buffer->memory.data());
+      const kernels::Matrix packed = kernels::pack(w.matrix(), dst);
       w.layout = packed.layout;
     }
     buffers_.push_back(std::move(buffer));
   }
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  stats_.bytes += info->n_bytes;
+  stats_.bytes += slice_bytes;
   stats_.n_tensors += 1;
   return std::optional<Weight>(std::move(w));
 }
 
 absl::StatusOr<Weight> WeightStore::load(std::string_view name_view, int64_t n_cols, int64_t n_rows,
-                                         Kind kind) {
+                                         Kind kind, Slice slice) {
   const std::string name(name_view);
-  TANDEM_ASSIGN_OR_RETURN(std::optional<Weight> w, load_optional(name, n_cols, n_rows, kind));
+  TANDEM_ASSIGN_OR_RETURN(std::optional<Weight> w,
+                          load_optional(name, n_cols, n_rows, kind, slice));
   if (!w) {
     return absl::NotFoundError(absl::StrCat(file_.path(), ": missing tensor '", name, "'"));
   }

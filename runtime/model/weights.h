@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "partition/shard.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/kernels/cpu/matmul.h"
 
@@ -47,9 +48,17 @@ struct LoadOptions {
 };
 
 struct LoadStats {
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;  // of the tensors (or slices) loaded: read, or mapped and touched
   double seconds = 0;
   int64_t n_tensors = 0;
+};
+
+// The part of a matrix [n_rows][n_cols] that a rank holds: rows
+// [rows.begin, rows.end) and columns [cols.begin, cols.end). An empty range
+// means all of them.
+struct Slice {
+  partition::Range rows;
+  partition::Range cols;
 };
 
 class WeightStore {
@@ -64,12 +73,15 @@ class WeightStore {
   // read by row lookups (kernels::dequantize_row), and also the output head
   // when the model ties them, so it stays row-major.
   enum class Kind { kMatrix, kEmbedding, kF32Vector };
-  // Loads `name`, which must have ggml dims {n_cols, n_rows} (or {n} for a
-  // vector). Matrices must be of a type the kernels support; vectors F32.
-  absl::StatusOr<Weight> load(std::string_view name, int64_t n_cols, int64_t n_rows, Kind kind);
+  // Loads `slice` of `name`, which must have ggml dims {n_cols, n_rows} (or
+  // {n} for a vector). Only the slice's bytes are read (or, with use_mmap,
+  // touched). Column slices must cut the type's blocks whole. Matrices must be
+  // of a type the kernels support; vectors F32.
+  absl::StatusOr<Weight> load(std::string_view name, int64_t n_cols, int64_t n_rows, Kind kind,
+                              Slice slice = {});
   // As load(), but a missing tensor gives nullopt.
   absl::StatusOr<std::optional<Weight>> load_optional(std::string_view name, int64_t n_cols,
-                                                      int64_t n_rows, Kind kind);
+                                                      int64_t n_rows, Kind kind, Slice slice = {});
 
   const LoadStats& stats() const { return stats_; }
 

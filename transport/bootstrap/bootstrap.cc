@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Bootstrap>> Bootstrap::create(const BootstrapConf
     TANDEM_ASSIGN_OR_RETURN(b->server_, StoreServer::start(config.master_addr, config.master_port,
                                                            config.world_size, config.token));
     b->port_ = b->server_->port();
+    if (config.on_listening) TANDEM_RETURN_IF_ERROR(config.on_listening(b->port_));
   } else if (config.master_port == 0) {
     return absl::InvalidArgumentError("TANDEM_MASTER_PORT=0 is only valid on rank 0");
   }

@@ -23,6 +23,10 @@ struct BootstrapConfig {
   std::string token;
   // Bounds the whole rendezvous (connect, authenticate, every rank joined).
   std::chrono::milliseconds timeout{60000};
+  // Rank 0: called once its store listens, with the bound port, before it
+  // waits for the others (a launcher starts its local workers here). An error
+  // ends the rendezvous.
+  std::function<absl::Status(uint16_t port)> on_listening;
 };
 
 // Returns the variable's value or nullptr; std::getenv by default.

@@ -25,14 +25,17 @@ inline std::string slurp(const std::filesystem::path& p) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// `ENV tandem ARGS`; the caller single-quotes arguments where needed.
-inline RunResult run_tandem(const std::string& args, const std::string& env = "") {
+// `ENV LAUNCHER tandem ARGS` (LAUNCHER: mpirun and its flags, or empty);
+// the caller single-quotes arguments where needed.
+inline RunResult run_tandem_under(const std::string& launcher, const std::string& args,
+                                  const std::string& env = "") {
   static int n = 0;
   const std::filesystem::path dir = std::filesystem::temp_directory_path();
   const std::string id = std::to_string(getpid()) + "-" + std::to_string(n++);
   const std::filesystem::path out = dir / ("tandem-run-out-" + id);
   const std::filesystem::path err = dir / ("tandem-run-err-" + id);
-  const std::string cmd = env + " timeout -s KILL 60 " + std::string(TANDEM_BINARY) + " " + args +
+  const std::string cmd = env + " timeout -s KILL 60 " + launcher + " " +
+                          std::string(TANDEM_BINARY) + " " + args +
                           " >" + out.string() + " 2>" + err.string();
   const int status = std::system(cmd.c_str());
   RunResult r;
@@ -42,6 +45,11 @@ inline RunResult run_tandem(const std::string& args, const std::string& env = ""
   std::filesystem::remove(out);
   std::filesystem::remove(err);
   return r;
+}
+
+// `ENV tandem ARGS`.
+inline RunResult run_tandem(const std::string& args, const std::string& env = "") {
+  return run_tandem_under("", args, env);
 }
 
 inline int count_lines(const std::string& s) {

@@ -202,6 +202,49 @@ TEST(GgufRoundTrip, WriteReplacesAtomicallyAndReportsBadPath) {
   EXPECT_THAT(msg(st), HasSubstr("/nonexistent-dir/x/model.gguf"));
 }
 
+// A header-only file: the same directory as the full file, no data, opened
+// only with allow_missing_data; tensors without a fill are accepted there and
+// refused by a full write.
+TEST(GgufRoundTrip, HeaderOnly) {
+  const std::string base = ::testing::TempDir() + "/gguf_header_" + std::to_string(::getpid());
+  const Writer full = sample_writer(64);
+  ASSERT_TRUE(full.write(base + "-full.gguf").ok());
+  ASSERT_TRUE(full.write_header_only(base + "-header.gguf").ok());
+  auto whole = File::Open(base + "-full.gguf");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(File::Open(base + "-header.gguf").ok());
+  auto header = File::Open(base + "-header.gguf", {.allow_missing_data = true});
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->file_size(), whole->data_offset());
+  EXPECT_EQ(header->data_offset(), whole->data_offset());
+  ASSERT_EQ(header->metadata().size(), whole->metadata().size());
+  for (size_t i = 0; i < whole->metadata().size(); ++i) {
+    EXPECT_EQ(header->metadata()[i].key, whole->metadata()[i].key);
+    EXPECT_TRUE(header->metadata()[i].value == whole->metadata()[i].value);
+  }
+  ASSERT_EQ(header->tensors().size(), whole->tensors().size());
+  for (size_t i = 0; i < whole->tensors().size(); ++i) {
+    const TensorInfo& a = header->tensors()[i];
+    const TensorInfo& b = whole->tensors()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.dims, b.dims);
+    EXPECT_EQ(a.type, b.type);
+    EXPECT_EQ(a.file_offset, b.file_offset);
+    EXPECT_EQ(a.n_bytes, b.n_bytes);
+  }
+
+  Writer no_data;
+  no_data.add_tensor("big", {4096, 4096}, DType::kQ4_K, Writer::Fill{});
+  ASSERT_TRUE(no_data.write_header_only(base + "-nodata.gguf").ok());
+  auto f = File::Open(base + "-nodata.gguf", {.allow_missing_data = true});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->tensors()[0].n_bytes, 4096u * 4096 / 256 * 144);
+  EXPECT_THAT(msg(no_data.write(base + "-nodata.gguf")), HasSubstr("tensor 'big' has no data"));
+  for (const char* suffix : {"-full.gguf", "-header.gguf", "-nodata.gguf"}) {
+    ::unlink((base + suffix).c_str());
+  }
+}
+
 TEST(GgufRoundTrip, SetReplacesInPlace) {
   Writer w;
   w.set("a", Value::u32(1));

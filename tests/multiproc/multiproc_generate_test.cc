@@ -1,0 +1,134 @@
+// `tandem generate` over real processes gives the single-rank answer: the
+// same text, the same greedy ids over 32 tokens, and logits within 1e-4 on
+// the F32 fixture, for TP=2, PP=2, TP=2 x PP=2 and TP=4 over UCX (TCP and
+// shared memory) and for TP=2 and PP=2 under mpirun. Also: a lost rank is a
+// clear error, not a hang.
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/unit/launcher/run_tandem.h"
+
+namespace tandem::testing {
+namespace {
+
+const std::string kModel = std::string(TANDEM_TEST_DATA_DIR) + "/llama-tiny/tiny-f32.gguf";
+const std::string kQ8Model = std::string(TANDEM_TEST_DATA_DIR) + "/llama-tiny/tiny-q8_0.gguf";
+const std::string kMpiEnv =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1";
+const std::string kMpirun = std::string(TANDEM_MPIEXEC) +
+                            " --oversubscribe --timeout 50 --mca btl self,vader,tcp"
+                            " --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo";
+
+struct Output {
+  RunResult run;
+  std::vector<float> logits;
+};
+
+std::vector<float> read_floats(const std::filesystem::path& p) {
+  const std::string bytes = slurp(p);
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+// `launcher` prefixes the command (mpirun); `flags` choose the layout.
+Output generate(const std::string& flags, const std::string& model = kModel,
+                const std::string& launcher = "", const std::string& env = "") {
+  static int n = 0;
+  const auto logits = std::filesystem::temp_directory_path() /
+                      ("tandem-gen-logits-" + std::to_string(getpid()) + "-" + std::to_string(n++));
+  const std::string args = "generate --model " + model +
+                           " --prompt 'Hello my name is' --max-tokens 32 --temperature 0"
+                           " --ignore-eos --print-token-ids --threads 1 --logits-out " +
+                           logits.string() + " " + flags;
+  Output o;
+  if (launcher.empty()) {
+    o.run = run_tandem(args, env);
+  } else {
+    o.run = run_tandem_under(launcher, args, env);
+  }
+  o.logits = read_floats(logits);
+  std::filesystem::remove(logits);
+  return o;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0.0f;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+const Output& single_rank() {
+  static const Output o = generate("");
+  return o;
+}
+
+void expect_single_rank_answer(const Output& got) {
+  const Output& want = single_rank();
+  ASSERT_EQ(want.run.code, 0) << want.run.err;
+  ASSERT_EQ(got.run.code, 0) << got.run.err;
+  EXPECT_EQ(got.run.out, want.run.out);  // text and the 32 greedy ids
+  ASSERT_EQ(got.logits.size(), want.logits.size());
+  ASSERT_EQ(want.logits.size(), (13u + 31u) * 512u);
+  EXPECT_LE(max_abs_diff(got.logits, want.logits), 1e-4f);
+}
+
+TEST(MultiprocGenerate, TensorParallelOverUcxTcp) {
+  const Output got = generate("--tp 2 --local-ranks 2");
+  EXPECT_NE(got.run.err.find("2 ranks over ucx, started on this box; layout tp 2 x pp 1"),
+            std::string::npos)
+      << got.run.err;
+  expect_single_rank_answer(got);
+}
+
+TEST(MultiprocGenerate, TensorParallelOverUcxSharedMemory) {
+  expect_single_rank_answer(generate("--tp 2 --local-ranks 2 --shared-memory"));
+}
+
+TEST(MultiprocGenerate, PipelineOverUcx) { expect_single_rank_answer(generate("--pp 2")); }
+
+TEST(MultiprocGenerate, TensorTimesPipelineOverUcx) {
+  expect_single_rank_answer(generate("--tp 2 --pp 2"));
+}
+
+TEST(MultiprocGenerate, FourWayTensorParallel) { expect_single_rank_answer(generate("--tp 4")); }
+
+TEST(MultiprocGenerate, TensorParallelUnderMpirun) {
+  const Output got = generate("--tp 2", kModel, kMpirun + " -np 2", kMpiEnv);
+  EXPECT_NE(got.run.err.find("over mpi"), std::string::npos) << got.run.err;
+  expect_single_rank_answer(got);
+}
+
+TEST(MultiprocGenerate, PipelineUnderMpirun) {
+  expect_single_rank_answer(generate("--pp 2", kModel, kMpirun + " -np 2", kMpiEnv));
+}
+
+// Q8_0: the prompt's logits (before any sampled token could differ) within
+// one 8-bit quantization step of the single-rank run.
+TEST(MultiprocGenerate, QuantizedTensorParallel) {
+  const Output want = generate("", kQ8Model);
+  const Output got = generate("--tp 2", kQ8Model);
+  ASSERT_EQ(got.run.code, 0) << got.run.err;
+  ASSERT_GE(got.logits.size(), 13u * 512u);
+  ASSERT_GE(want.logits.size(), 13u * 512u);
+  const std::vector<float> a(got.logits.begin(), got.logits.begin() + 13 * 512);
+  const std::vector<float> b(want.logits.begin(), want.logits.begin() + 13 * 512);
+  EXPECT_LE(max_abs_diff(a, b), 3e-2f);
+}
+
+TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
+  const Output got = generate("--tp 2 --local-ranks 3");
+  EXPECT_EQ(got.run.code, 2) << got.run.err;
+  EXPECT_NE(got.run.err.find("needs 2 ranks; the cluster has 3"), std::string::npos) << got.run.err;
+  const Output bad = generate("--tp 3");
+  EXPECT_EQ(bad.run.code, 2) << bad.run.err;
+  EXPECT_NE(bad.run.err.find("tp 3 cannot split 8 heads with 4 KV heads"), std::string::npos)
+      << bad.run.err;
+}
+
+}  // namespace
+}  // namespace tandem::testing
