@@ -115,7 +115,12 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
   const std::string layout = absl::StrCat("tp", e.world().tp(), " pp", e.world().pp());
   const uint64_t per_token = bytes_per_token(e);
   const std::string name = e.file().get_string("general.name").value_or(f.model);
-  const std::string type = dtype_name(e.file().find_tensor("blk.0.ffn_down.weight")->type);
+  // llama.cpp's mixes by their file type; otherwise the matrices' type.
+  const uint32_t file_type = e.file().get_u32("general.file_type").value_or(0);
+  const std::string type =
+      file_type == 15   ? "q4_k_m"
+      : file_type == 17 ? "q5_k_m"
+                        : dtype_name(e.file().find_tensor("blk.0.ffn_up.weight")->type);
   const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
   for (int n : tests) {
     std::vector<double> speeds;

@@ -47,12 +47,10 @@ int run_make_test_model(MakeTestModelFlags& f) {
     }
     return run_header_only(f);
   }
-  auto type = dtype_from_name(f.type);
-  if (!type) {
+  if (absl::Status s = testing::parse_test_model_type(f.type, f.spec); !s.ok()) {
     return report_error("make-test-model",
-                        absl::InvalidArgumentError(absl::StrCat("--type: unknown type '", f.type, "'")));
+                        absl::InvalidArgumentError(absl::StrCat("--type: ", s.message())));
   }
-  f.spec.type = *type;
   const auto start = std::chrono::steady_clock::now();
   if (absl::Status s = testing::write_test_model(f.out, f.spec); !s.ok()) {
     return report_error("make-test-model", s);
@@ -71,7 +69,9 @@ void add_make_test_model_command(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("make-test-model", "Write a random-weight Llama GGUF");
   cmd->add_option("--out", flags->out, "Output path")->required();
   cmd->add_option("--shape", flags->spec.shape, "tiny | small | 1b");
-  cmd->add_option("--type", flags->type, "f32 | f16 | bf16 | q8_0 | q4_0");
+  cmd->add_option("--type", flags->type,
+                  "f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q4_k | q5_k | q6_k | q4_k_m | "
+                  "q5_k_m");
   cmd->add_option("--vocab", flags->spec.vocab, "spm | bpe");
   cmd->add_option("--seed", flags->spec.seed, "Weight seed");
   cmd->add_flag("--tied", flags->spec.tied_embeddings, "Omit output.weight (tied embedding)");

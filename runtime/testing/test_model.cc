@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -98,7 +99,13 @@ absl::StatusOr<TestModelShape> test_model_shape(std::string_view name) {
       absl::StrCat("unknown test model shape '", sv(name), "': want tiny, small or 1b"));
 }
 
-absl::StatusOr<uint32_t> file_type_of(DType type) {
+absl::StatusOr<uint32_t> file_type_of(DType type, TypeMix mix) {
+  if (mix == TypeMix::kKM) {
+    if (type == DType::kQ4_K) return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    if (type == DType::kQ5_K) return 17;  // LLAMA_FTYPE_MOSTLY_Q5_K_M
+    return absl::InvalidArgumentError(
+        absl::StrCat("the _K_M mix is for q4_k and q5_k, not ", dtype_name(type)));
+  }
   switch (type) {
     case DType::kF32:
       return 0;  // LLAMA_FTYPE_ALL_F32
@@ -110,15 +117,58 @@ absl::StatusOr<uint32_t> file_type_of(DType type) {
       return 7;  // LLAMA_FTYPE_MOSTLY_Q8_0
     case DType::kBF16:
       return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    case DType::kQ4_1:
+      return 3;  // LLAMA_FTYPE_MOSTLY_Q4_1
+    case DType::kQ5_0:
+      return 8;  // LLAMA_FTYPE_MOSTLY_Q5_0
+    case DType::kQ4_K:
+      return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
+    case DType::kQ5_K:
+      return 16;  // LLAMA_FTYPE_MOSTLY_Q5_K_S
+    case DType::kQ6_K:
+      return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "test models support f32, f16, bf16, q8_0 and q4_0, not ", dtype_name(type)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("test models support f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, "
+                       "q6_k, q4_k_m and q5_k_m, not ",
+                       dtype_name(type)));
   }
+}
+
+absl::Status parse_test_model_type(std::string_view name, TestModelSpec& spec) {
+  if (name == "q4_k_m" || name == "q5_k_m") {
+    spec.type = name == "q4_k_m" ? DType::kQ4_K : DType::kQ5_K;
+    spec.mix = TypeMix::kKM;
+    return absl::OkStatus();
+  }
+  const std::optional<DType> type = dtype_from_name(name);
+  if (!type) return absl::InvalidArgumentError(absl::StrCat("unknown type '", sv(name), "'"));
+  spec.type = *type;
+  spec.mix = TypeMix::kUniform;
+  return file_type_of(spec.type).status();
+}
+
+DType test_model_tensor_type(const TestModelSpec& spec, std::string_view name, int64_t il,
+                             int64_t n_layers) {
+  if (spec.mix == TypeMix::kUniform) return spec.type;
+  auto ends_with = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+  };
+  if (name == "output.weight" || (spec.tied_embeddings && name == "token_embd.weight")) {
+    return DType::kQ6_K;
+  }
+  // llama.cpp's use_more_bits(i, n).
+  const bool more_bits =
+      il >= 0 && (il < n_layers / 8 || il >= 7 * n_layers / 8 || (il - n_layers / 8) % 3 == 2);
+  if (more_bits && (ends_with("attn_v.weight") || ends_with("ffn_down.weight"))) {
+    return DType::kQ6_K;
+  }
+  return spec.type;
 }
 
 absl::Status write_test_model(const std::string& path, const TestModelSpec& spec) {
   TANDEM_ASSIGN_OR_RETURN(const TestModelShape shape, test_model_shape(spec.shape));
-  TANDEM_ASSIGN_OR_RETURN(const uint32_t file_type, file_type_of(spec.type));
+  TANDEM_ASSIGN_OR_RETURN(const uint32_t file_type, file_type_of(spec.type, spec.mix));
   TANDEM_ASSIGN_OR_RETURN(const TestVocab vocab, build_test_vocab(spec.vocab, shape.n_vocab));
   TANDEM_CHECK(static_cast<int64_t>(vocab.tokens.size()) == shape.n_vocab);
 
@@ -127,8 +177,10 @@ absl::Status write_test_model(const std::string& path, const TestModelSpec& spec
   const int64_t q_dim = shape.n_heads * head_dim;
   const int64_t kv_dim = shape.n_kv_heads * head_dim;
   const int64_t ffn = shape.ffn_dim;
-  // Every matrix row (dim, q_dim or ffn long) must hold whole quant blocks.
-  const int64_t block = dtype_info(spec.type)->block_size;
+  // Every matrix row (dim, q_dim or ffn long) must hold whole quant blocks
+  // (of the base type, and of Q6_K in a mix).
+  const int64_t block = std::max(dtype_info(spec.type)->block_size,
+                                 spec.mix == TypeMix::kKM ? kQK_K : int64_t{1});
   for (int64_t row : {dim, q_dim, ffn}) {
     if (row % block != 0) {
       return absl::InvalidArgumentError(absl::StrCat("shape ", shape.name, ": row length ", row,
@@ -140,10 +192,11 @@ absl::Status write_test_model(const std::string& path, const TestModelSpec& spec
   using gguf::Value;
   gguf::Writer w;
   w.set("general.architecture", Value::str("llama"));
-  w.set("general.name", Value::str(absl::StrCat("tandem-test-", shape.name, "-", spec.vocab, "-",
-                                                dtype_name(spec.type))));
+  w.set("general.name",
+        Value::str(absl::StrCat("tandem-test-", shape.name, "-", spec.vocab, "-",
+                                dtype_name(spec.type), spec.mix == TypeMix::kKM ? "_m" : "")));
   w.set("general.file_type", Value::u32(file_type));
-  if (spec.type == DType::kQ8_0 || spec.type == DType::kQ4_0) {
+  if (dtype_info(spec.type)->block_size > 1) {
     w.set("general.quantization_version", Value::u32(2));
   }
   auto u32 = [](int64_t v) { return Value::u32(static_cast<uint32_t>(v)); };
@@ -161,10 +214,11 @@ absl::Status write_test_model(const std::string& path, const TestModelSpec& spec
 
   // Each tensor has its own random stream keyed by its name, so adding or
   // reordering tensors never changes the others.
+  int64_t il = -1;  // the layer being written
   auto matrix = [&](const std::string& name, int64_t row_len, int64_t n_rows) {
-    w.add_tensor(
-        name, {row_len, n_rows}, spec.type,
-        random_fill(spec.type, row_len, n_rows, stream_key(spec.seed, name), 0.0, kWeightStd));
+    const DType type = test_model_tensor_type(spec, name, il, shape.n_layers);
+    w.add_tensor(name, {row_len, n_rows}, type,
+                 random_fill(type, row_len, n_rows, stream_key(spec.seed, name), 0.0, kWeightStd));
   };
   auto norm = [&](const std::string& name) {
     w.add_tensor(name, {dim}, DType::kF32,
@@ -180,7 +234,7 @@ absl::Status write_test_model(const std::string& path, const TestModelSpec& spec
                    std::memcpy(dst.data(), factors.data(), dst.size());
                  });  // [head_dim / 2]
   }
-  for (int64_t il = 0; il < shape.n_layers; ++il) {
+  for (il = 0; il < shape.n_layers; ++il) {
     const std::string p = absl::StrCat("blk.", il, ".");
     norm(p + "attn_norm.weight");                  // [dim]
     matrix(p + "attn_q.weight", dim, q_dim);       // [dim, n_heads * head_dim]
@@ -192,6 +246,7 @@ absl::Status write_test_model(const std::string& path, const TestModelSpec& spec
     matrix(p + "ffn_up.weight", dim, ffn);         // [dim, ffn]
     matrix(p + "ffn_down.weight", ffn, dim);       // [ffn, dim]
   }
+  il = -1;
   norm("output_norm.weight");                                              // [dim]
   if (!spec.tied_embeddings) matrix("output.weight", dim, shape.n_vocab);  // [dim, n_vocab]
   return w.write(path);

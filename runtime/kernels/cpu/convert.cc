@@ -118,6 +118,11 @@ bool kernels_support(DType type) {
     case DType::kBF16:
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
       return true;
     default:
       return false;
@@ -153,6 +158,21 @@ absl::Status quantize_row(DType type, const float* x, void* dst, int64_t n) {
       break;
     case DType::kQ4_0:
       quantize_row_q4_0_ref(x, static_cast<BlockQ4_0*>(dst), n);
+      break;
+    case DType::kQ4_1:
+      quantize_row_q4_1_ref(x, static_cast<BlockQ4_1*>(dst), n);
+      break;
+    case DType::kQ5_0:
+      quantize_row_q5_0_ref(x, static_cast<BlockQ5_0*>(dst), n);
+      break;
+    case DType::kQ4_K:
+      quantize_row_q4_k_ref(x, static_cast<BlockQ4_K*>(dst), n);
+      break;
+    case DType::kQ5_K:
+      quantize_row_q5_k_ref(x, static_cast<BlockQ5_K*>(dst), n);
+      break;
+    case DType::kQ6_K:
+      quantize_row_q6_k_ref(x, static_cast<BlockQ6_K*>(dst), n);
       break;
     default:
       break;
@@ -197,6 +217,24 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
       }
       return;
     }
+    default:
+      break;
+  }
+  const auto info = dtype_info(type);
+  TANDEM_CHECK(info.has_value() && n % info->block_size == 0);
+  switch (type) {
+    case DType::kQ4_1:
+      return dequantize_row_q4_1(static_cast<const BlockQ4_1*>(src), dst, n);
+    case DType::kQ5_0:
+      return dequantize_row_q5_0(static_cast<const BlockQ5_0*>(src), dst, n);
+    case DType::kQ4_K:
+      return dequantize_row_q4_k(static_cast<const BlockQ4_K*>(src), dst, n);
+    case DType::kQ5_K:
+      return dequantize_row_q5_k(static_cast<const BlockQ5_K*>(src), dst, n);
+    case DType::kQ6_K:
+      return dequantize_row_q6_k(static_cast<const BlockQ6_K*>(src), dst, n);
+    case DType::kQ8_K:
+      return dequantize_row_q8_k(static_cast<const BlockQ8_K*>(src), dst, n);
     default:
       TANDEM_CHECK(kernels_support(type));
   }

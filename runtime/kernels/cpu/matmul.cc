@@ -117,6 +117,16 @@ const TypeKernels& select(const KernelTable& t, DType type) {
       return t.q8_0;
     case DType::kQ4_0:
       return t.q4_0;
+    case DType::kQ4_1:
+      return t.q4_1;
+    case DType::kQ5_0:
+      return t.q5_0;
+    case DType::kQ4_K:
+      return t.q4_k;
+    case DType::kQ5_K:
+      return t.q5_k;
+    case DType::kQ6_K:
+      return t.q6_k;
     default:
       TANDEM_CHECK(kernels_support(type));
       return t.f32;
@@ -131,7 +141,13 @@ internal::ConvertRow portable_convert(DType weight_type) {
       return internal::convert_row_bf16;
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
       return internal::convert_row_q8_0;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return internal::convert_row_q8_k;
     default:
       return nullptr;
   }
@@ -204,7 +220,14 @@ std::vector<Isa> available_isas() {
 DType activation_type(DType weight_type) {
   switch (weight_type) {
     case DType::kQ4_0:
+    case DType::kQ5_0:
       return DType::kQ8_0;
+    case DType::kQ4_1:
+      return DType::kQ8_1;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return DType::kQ8_K;
     default:
       return weight_type;
   }
@@ -224,8 +247,14 @@ size_t internal::activation_row_bytes(DType weight_type, int64_t n_cols) {
       return static_cast<size_t>(n_cols) * sizeof(uint16_t);
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
       return activation_sums_offset(n_cols) +
              static_cast<size_t>(n_cols / kQK8_0) * sizeof(internal::BlockSum);
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return row_bytes(DType::kQ8_K, n_cols);
     default:
       TANDEM_CHECK(kernels_support(weight_type));
       return 0;
@@ -253,6 +282,7 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
             std::span<uint8_t> scratch, ThreadPool& pool, Isa isa) {
   TANDEM_CHECK(kernels_support(w.type));
   TANDEM_CHECK(w.n_cols % 32 == 0 && w.n_rows >= 0 && n_tokens >= 0);
+  TANDEM_CHECK(w.n_cols % dtype_info(w.type)->block_size == 0);
   TANDEM_CHECK(ldx >= w.n_cols && ldy >= w.n_rows);
   if (n_tokens == 0 || w.n_rows == 0) return;
 
@@ -284,12 +314,16 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
     const size_t stride = internal::activation_row_bytes(w.type, w.n_cols);
     TANDEM_CHECK(scratch.size() >= stride * static_cast<size_t>(n_tokens));
     const internal::ConvertRow convert = k.convert ? k.convert : portable_convert(w.type);
-    const int32_t offset = w.type == DType::kQ8_0 ? 128 : 8;
+    // The packed kernels' unsigned weights carry an offset; Q4_1's minimum
+    // multiplies the plain sum.
+    const bool sums =
+        (packed && (w.type == DType::kQ8_0 || w.type == DType::kQ4_0)) || w.type == DType::kQ4_1;
+    const int32_t offset = w.type == DType::kQ8_0 ? 128 : w.type == DType::kQ4_0 ? 8 : -1;
     uint8_t* dst = scratch.data();
     auto convert_rows = [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         convert(x + t * ldx, dst + t * stride, w.n_cols);
-        if (packed) write_block_sums(dst + t * stride, w.n_cols, offset);
+        if (sums) write_block_sums(dst + t * stride, w.n_cols, offset);
       }
     };
     if (n_tokens * w.n_cols >= kParallelConvertMin) {

@@ -35,7 +35,7 @@ enum class Layout {
   // [n_rows][n_cols] as in GGUF: each row is row_bytes(type, n_cols) bytes and
   // rows are contiguous.
   kRowMajor,
-  // Q8_0 and Q4_0 only, made by pack(): groups of kPackRows rows, each group
+  // Q8_0, Q4_0 and Q4_K only, made by pack(): groups of kPackRows rows, each group
   // one contiguous stream in which a block column of all its rows sits
   // together, so one-token products read a single sequential stream and
   // reuse every activation block for 16 rows. The format is internal to the
@@ -53,7 +53,7 @@ struct Matrix {
   Layout layout = Layout::kRowMajor;
 };
 
-// Whether pack() handles this type (Q8_0 and Q4_0).
+// Whether pack() handles this type (Q8_0, Q4_0 and Q4_K).
 bool pack_supported(DType type);
 
 // Whether matmul on `isa` is faster with packed matrices of this type: true
@@ -66,7 +66,7 @@ bool pack_preferred(DType type, Isa isa = best_isa());
 size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols);
 
 // Writes the packed form of the row-major `in` (pack_supported(in.type),
-// n_cols a multiple of 32) to `out`, packed_bytes() long. `out` may be
+// n_cols a multiple of its block size) to `out`, packed_bytes() long. `out` may be
 // in.data itself (in-place packing of a buffer of packed_bytes()); otherwise
 // the two must not overlap. Returns the packed Matrix over `out`.
 Matrix pack(const Matrix& in, void* out);

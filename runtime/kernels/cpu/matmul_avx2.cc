@@ -3,7 +3,7 @@
 //
 // Quantized blocks use ggml's sign trick: maddubs multiplies unsigned by
 // signed bytes, so |w| is paired with x carrying w's sign; the pairwise int16
-// sums cannot saturate because |w|, |x| <= 127 (q8_0) or 8 (q4_0).
+// sums cannot saturate because |w|, |x| <= 127 (q8_0) or 16 (q4_0, q5_0).
 
 #include <immintrin.h>
 
@@ -44,6 +44,24 @@ inline __m256i load_weights(const BlockQ4_0& b) {
   const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
   return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
 }
+// q5_0: the nibbles as q4_0, with bit j of qh (expanded to byte j by a
+// shuffle and a compare) as their fifth bit, minus 16: [-16, 15].
+inline __m256i load_weights(const BlockQ5_0& b) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                                           _mm256_set1_epi8(0x0F));
+  int32_t qh;
+  std::memcpy(&qh, b.qh, sizeof(qh));
+  // Byte j takes byte j / 8 of qh; OR-ing every bit but j % 8 makes it all
+  // ones exactly when bit j is set.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(qh), _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                               0x0101010101010101, 0x0000000000000000));
+  const __m256i set = _mm256_cmpeq_epi8(
+      _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi8(-1));
+  const __m256i q = _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+  return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+}
 
 template <class WBlock>
 struct QuantKernel {
@@ -61,7 +79,17 @@ struct QuantKernel {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     }
     const __m256i ones = _mm256_set1_epi16(1);
+    // One-token tiles prefetch what the next tile (the R rows below) reads
+    // at the same step: R short row streams are more than the hardware
+    // prefetchers follow well.
+    const size_t ahead = static_cast<size_t>(R) * a.w_stride;
     for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (T == 1) {
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          _mm_prefetch(reinterpret_cast<const char*>(w[i] + b) + ahead, _MM_HINT_T0);
+        }
+      }
       __m256i xq[T];
       __m256 dx[T];
 #pragma GCC unroll 16
@@ -377,6 +405,8 @@ const KernelTable& avx2_kernels() {
               packed_rows_kernel<PackedKernel<PackedQ8Half>, 4>};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
               packed_rows_kernel<PackedKernel<PackedQ4Half>, 4>};
+    t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4};
+    add_avx2_quant_kernels(t);
     return t;
   }();
   return table;

@@ -444,6 +444,11 @@ const KernelTable& avx512_kernels(bool has_vnni, bool has_bf16) {
           t.q8_0 = avx2.q8_0;
           t.q4_0 = avx2.q4_0;
         }
+        t.q4_1 = avx2.q4_1;
+        t.q5_0 = avx2.q5_0;
+        t.q4_k = avx2.q4_k;
+        t.q5_k = avx2.q5_k;
+        t.q6_k = avx2.q6_k;
       }
     }
     return out;

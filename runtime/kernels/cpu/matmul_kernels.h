@@ -60,6 +60,34 @@ inline constexpr int kPackedSlabsQ8_0 = 8;
 inline constexpr int kPackedSlabsQ4_0 = 4;
 size_t packed_group_bytes(DType type, int64_t n_cols);
 
+// Packed Q4_K: groups of 16 rows as above, each a sequence of n_cols / 256
+// packed super-blocks of kPackedQ4KBytes (= 16 x 144, so packing works in
+// place). Super-block b of the group's rows 0..15 becomes, with the 6-bit
+// scale sc and minimum m of row r, sub-block s (see BlockQ4_K):
+//   [0, 32)     d of rows 0..15 (fp16)
+//   [32, 64)    dmin of rows 0..15 (fp16)
+//   [64, 192)   byte 64h + 8s + i: sc | (m & 3) << 6 of row 8h + i
+//   [192, 256)  byte 32h + p: low nibble m >> 2 of the row and sub-block of
+//               position p (< 32) in the block above, high nibble that of p + 32
+//   [256, 2304) sub-block s at 256 + 256s in the Q4_0 packed form: 4 slabs of
+//               64 bytes; bytes 4i..4i+3 of slab k hold row i's elements
+//               32s + 4k..4k+3 (low nibbles) and 32s + 16 + 4k.. (high)
+// so that 8 rows (h = 0, 1) take one 32-byte half of each slab, and the
+// scales of 8 rows and 8 sub-blocks decode with a few byte operations.
+inline constexpr size_t kPackedQ4KBytes = 16 * 144;
+
+// Packed Q6_K: as packed Q4_K, super-blocks of kPackedQ6KBytes = 16 x 210:
+//   [0, 32)      d of rows 0..15 (fp16)
+//   [32, 288)    byte 128h + 8s + i: the int8 scale of sub-block s (16
+//                elements) of row 8h + i
+//   [288, 3360)  sub-block s at 288 + 192s: two slabs of 64 bytes whose bytes
+//                4i..4i+3 hold row i's elements 16s + 4k + j (low nibbles,
+//                slab k = 0, 1) and 16s + 8 + 4k + j (high nibbles), then 64
+//                bytes whose bytes 4i + j hold the top two bits of row i's
+//                elements 16s + j, + 4 + j, + 8 + j and + 12 + j at bits 0,
+//                2, 4 and 6.
+inline constexpr size_t kPackedQ6KBytes = 16 * 210;
+
 // Per activation block, for the packed kernels: the scale as f32 and
 // -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
 // Q4_0), which seeds the int32 sums of unsigned-by-signed products
@@ -71,7 +99,7 @@ struct BlockSum {
 
 // Kernels per weight type; a null `rows` means the ISA falls back to portable.
 struct KernelTable {
-  TypeKernels f32, f16, bf16, q8_0, q4_0;
+  TypeKernels f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k;
 };
 
 // Format of the converted activations, which is internal to the kernels:
@@ -79,17 +107,21 @@ struct KernelTable {
 //   F16 weights:  f32 holding values rounded to fp16 (so kernels need no
 //                 conversion per product, and the products equal ggml's)
 //   BF16 weights: bf16
-//   Q8_0/Q4_0:    BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
+//   Q8_0, Q4_0, Q4_1, Q5_0:
+//                 BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
 //                 bytes, then n_cols / 32 BlockSum (written by matmul for
-//                 packed weights only)
+//                 packed weights, and for Q4_1, whose minimum multiplies
+//                 sum(qs): there bias = +sum(qs))
+//   Q4_K, Q5_K, Q6_K: BlockQ8_K rows from quantize_row_q8_k
 size_t activation_row_bytes(DType weight_type, int64_t n_cols);
-// Where the BlockSum array starts in a Q8_0/Q4_0 activation row.
+// Where the BlockSum array starts in a Q8_0-based activation row.
 size_t activation_sums_offset(int64_t n_cols);
 
 // Portable conversions of one row (also the reference for SIMD conversions).
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n);
 void convert_row_bf16(const float* x, void* dst, int64_t n);
 void convert_row_q8_0(const float* x, void* dst, int64_t n);
+void convert_row_q8_k(const float* x, void* dst, int64_t n);
 
 // The activation conversion that matmul uses for this Isa and weight type
 // (nullptr for F32, which reads x in place). Tests check that each SIMD
@@ -99,11 +131,17 @@ ConvertRow activation_converter(Isa isa, DType weight_type);
 const KernelTable& portable_kernels();
 #if defined(TANDEM_KERNELS_X86)
 const KernelTable& avx2_kernels();
+// Fills in Q4_1, Q4_K, Q5_K and Q6_K (matmul_avx2_quants.cc); t.q8_0 must be set.
+void add_avx2_quant_kernels(KernelTable& t);
+// Adds the packed Q4_K and Q6_K kernels (matmul_avx2_packed_kquants.cc).
+void add_avx2_packed_kquant_kernels(KernelTable& t);
 // has_vnni / has_bf16: the AVX-512 extensions the CPU has besides F, BW, VL.
 const KernelTable& avx512_kernels(bool has_vnni, bool has_bf16);
 #endif
 #if defined(TANDEM_KERNELS_NEON)
 const KernelTable& neon_kernels();
+// Fills in Q4_1, Q4_K, Q5_K and Q6_K (matmul_neon_quants.cc).
+void add_neon_quant_kernels(KernelTable& t);
 #endif
 
 }  // namespace tandem::kernels::internal

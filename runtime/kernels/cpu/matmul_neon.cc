@@ -48,6 +48,24 @@ inline Quants load_weights(const BlockQ4_0& b) {
           vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight)};
 }
 
+// q5_0: the nibbles as q4_0 plus bit j of qh as the fifth bit of element j
+// (vtst against one bit per lane), minus 16.
+inline Quants load_weights(const BlockQ5_0& b) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, sizeof(qh));
+  static constexpr uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bits = vld1q_u8(kBits);
+  const uint8x16_t bit5 = vdupq_n_u8(0x10);
+  const uint8x16_t h_lo = vandq_u8(
+      vtstq_u8(vcombine_u8(vdup_n_u8(qh & 0xFF), vdup_n_u8((qh >> 8) & 0xFF)), bits), bit5);
+  const uint8x16_t h_hi = vandq_u8(
+      vtstq_u8(vcombine_u8(vdup_n_u8((qh >> 16) & 0xFF), vdup_n_u8(qh >> 24)), bits), bit5);
+  const uint8x16_t packed = vld1q_u8(b.qs);
+  const int8x16_t sixteen = vdupq_n_s8(16);
+  return {vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(packed, vdupq_n_u8(0x0F)), h_lo)), sixteen),
+          vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(packed, 4), h_hi)), sixteen)};
+}
+
 template <class WBlock>
 struct QuantKernel {
   template <int R, int T>
@@ -164,6 +182,8 @@ const KernelTable& neon_kernels() {
     t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 4, 4>, nullptr, 4};
     t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, nullptr, 4};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, nullptr, 4};
+    t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 4, 2, 4>, nullptr, 4};
+    add_neon_quant_kernels(t);
     return t;
   }();
   return table;

@@ -1,4 +1,4 @@
-// pack(): row-major Q8_0/Q4_0 matrices into the 16-row groups of
+// pack(): row-major Q8_0/Q4_0/Q4_K/Q6_K matrices into the 16-row groups of
 // Layout::kPacked (format in matmul_kernels.h). Runs once per weight at load
 // time, so it is plain scalar code.
 
@@ -37,12 +37,104 @@ void pack_group(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_str
   }
 }
 
+// The 6-bit scale and minimum of sub-block s of a Q4_K block.
+void scale_min_k4(const uint8_t* q, int s, int& sc, int& m) {
+  if (s < 4) {
+    sc = q[s] & 63;
+    m = q[s + 4] & 63;
+  } else {
+    sc = (q[s + 4] & 0x0F) | ((q[s - 4] >> 6) << 4);
+    m = (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
+  }
+}
+
+// Packs one group of Q4_K rows (format in matmul_kernels.h).
+void pack_group_q4_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
+                     uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(nb) * internal::kPackedQ4KBytes);
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * internal::kPackedQ4KBytes;
+    for (int64_t r = 0; r < n_valid; ++r) {
+      const auto& blk = reinterpret_cast<const BlockQ4_K*>(rows + r * row_stride)[b];
+      std::memcpy(o + 2 * r, &blk.d, 2);
+      std::memcpy(o + 32 + 2 * r, &blk.dmin, 2);
+      const int64_t h = r / 8, i = r % 8;
+      for (int s = 0; s < 8; ++s) {
+        int sc, m;
+        scale_min_k4(blk.scales, s, sc, m);
+        o[64 + 64 * h + 8 * s + i] = static_cast<uint8_t>(sc | ((m & 3) << 6));
+        const int64_t p = 8 * (s % 4) + i;
+        o[192 + 32 * h + p] |= static_cast<uint8_t>((m >> 2) << (s < 4 ? 0 : 4));
+        uint8_t* q = o + 256 + 256 * s;
+        for (int k = 0; k < 4; ++k) {
+          for (int j = 0; j < 4; ++j) {
+            // Elements 32s + e of the row: the low nibble of qs[32 (s / 2) + e]
+            // for even s, the high nibble for odd s.
+            auto nibble = [&](int e) {
+              const uint8_t byte = blk.qs[32 * (s / 2) + e];
+              return s % 2 == 0 ? byte & 0x0F : byte >> 4;
+            };
+            q[64 * k + 4 * r + j] =
+                static_cast<uint8_t>(nibble(4 * k + j) | (nibble(16 + 4 * k + j) << 4));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Packs one group of Q6_K rows (format in matmul_kernels.h).
+void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
+                     uint8_t* out) {
+  std::memset(out, 0, static_cast<size_t>(nb) * internal::kPackedQ6KBytes);
+  uint8_t q[kQK_K];
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * internal::kPackedQ6KBytes;
+    for (int64_t r = 0; r < n_valid; ++r) {
+      const auto& blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_stride)[b];
+      std::memcpy(o + 2 * r, &blk.d, 2);
+      // The row's 6-bit quants in element order (layout in dtype.h).
+      for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t lo = blk.ql[64 * h + l + 32 * (k & 1)];
+            q[128 * h + 32 * k + l] = static_cast<uint8_t>(
+                (k < 2 ? lo & 0x0F : lo >> 4) | (((blk.qh[32 * h + l] >> (2 * k)) & 3) << 4));
+          }
+        }
+      }
+      const int64_t h = r / 8, i = r % 8;
+      for (int s = 0; s < 16; ++s) {
+        o[32 + 128 * h + 8 * s + i] = static_cast<uint8_t>(blk.scales[s]);
+        uint8_t* sub = o + 288 + 192 * s;
+        const uint8_t* e = q + 16 * s;
+        for (int k = 0; k < 2; ++k) {
+          for (int j = 0; j < 4; ++j) {
+            sub[64 * k + 4 * r + j] =
+                static_cast<uint8_t>((e[4 * k + j] & 0x0F) | ((e[8 + 4 * k + j] & 0x0F) << 4));
+          }
+        }
+        for (int j = 0; j < 4; ++j) {
+          sub[128 + 4 * r + j] = static_cast<uint8_t>((e[j] >> 4) | ((e[4 + j] >> 4) << 2) |
+                                                      ((e[8 + j] >> 4) << 4) |
+                                                      ((e[12 + j] >> 4) << 6));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
-bool pack_supported(DType type) { return type == DType::kQ8_0 || type == DType::kQ4_0; }
+bool pack_supported(DType type) {
+  return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_K ||
+         type == DType::kQ6_K;
+}
 
 size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
   TANDEM_CHECK(pack_supported(type));
+  if (type == DType::kQ4_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ4KBytes;
+  if (type == DType::kQ6_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ6KBytes;
   const size_t nb = static_cast<size_t>(n_cols / 32);
   return nb * kPackRows * (kScaleBytes + static_cast<size_t>(packed_slabs(type)) * 4);
 }
@@ -54,7 +146,7 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols) {
 
 Matrix pack(const Matrix& in, void* out) {
   TANDEM_CHECK(pack_supported(in.type) && in.layout == Layout::kRowMajor);
-  TANDEM_CHECK(in.n_cols % 32 == 0 && in.n_rows >= 0);
+  TANDEM_CHECK(in.n_cols % dtype_info(in.type)->block_size == 0 && in.n_rows >= 0);
   const size_t row_stride = row_bytes(in.type, in.n_cols);
   const size_t group_bytes = internal::packed_group_bytes(in.type, in.n_cols);
   // A group's rows occupy exactly the bytes its packed form replaces
@@ -69,7 +161,11 @@ Matrix pack(const Matrix& in, void* out) {
     const int64_t n_valid = std::min<int64_t>(kPackRows, in.n_rows - r);
     std::memcpy(rows.data(), src + r * row_stride, n_valid * row_stride);
     uint8_t* group = dst + (r / kPackRows) * group_bytes;
-    if (in.type == DType::kQ8_0) {
+    if (in.type == DType::kQ4_K) {
+      pack_group_q4_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
+    } else if (in.type == DType::kQ6_K) {
+      pack_group_q6_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
+    } else if (in.type == DType::kQ8_0) {
       pack_group<BlockQ8_0>(rows.data(), n_valid, nb, row_stride, group);
     } else {
       pack_group<BlockQ4_0>(rows.data(), n_valid, nb, row_stride, group);

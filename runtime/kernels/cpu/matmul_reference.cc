@@ -15,6 +15,7 @@ std::vector<float> converted_activations(DType weight_type, const float* x, int6
                                          int64_t n_tokens, int64_t n_cols) {
   std::vector<float> out(static_cast<size_t>(n_tokens * n_cols));
   std::vector<BlockQ8_0> q(static_cast<size_t>(n_cols / kQK8_0));
+  std::vector<BlockQ8_K> qk(static_cast<size_t>(n_cols / kQK_K));
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* xt = x + t * ldx;
     float* o = out.data() + t * n_cols;
@@ -26,8 +27,13 @@ std::vector<float> converted_activations(DType weight_type, const float* x, int6
         for (int64_t c = 0; c < n_cols; ++c) o[c] = bf16_to_f32(f32_to_bf16(xt[c]));
         break;
       case DType::kQ8_0:
+      case DType::kQ8_1:  // the same quants as Q8_0, with their sum
         quantize_row_q8_0_act(xt, q.data(), n_cols);
         dequantize_row(DType::kQ8_0, q.data(), o, n_cols);
+        break;
+      case DType::kQ8_K:
+        quantize_row_q8_k(xt, qk.data(), n_cols);
+        dequantize_row_q8_k(qk.data(), o, n_cols);
         break;
       default:
         for (int64_t c = 0; c < n_cols; ++c) o[c] = xt[c];

@@ -69,27 +69,27 @@ TEST_F(CliTest, UnsupportedArchitectureIsRefused) {
 }
 
 TEST_F(CliTest, UnsupportedTensorTypeIsNamed) {
-  // The tiny model again, with one matrix retyped as Q4_K (same element count).
+  // The tiny model again, with one matrix retyped as Q2_K (same element count).
   auto src = gguf::File::Open(*model_);
   ASSERT_TRUE(src.ok());
   gguf::Writer w;
   for (const gguf::KeyValue& kv : src->metadata()) w.set(kv.key, kv.value);
   for (const gguf::TensorInfo& t : src->tensors()) {
     if (t.name == "blk.0.attn_q.weight") {
-      std::vector<uint8_t> zeros(row_bytes(DType::kQ4_K, t.dims[0]) * t.dims[1], 0);
-      w.add_tensor(t.name, t.dims, DType::kQ4_K, zeros);
+      std::vector<uint8_t> zeros(row_bytes(DType::kQ2_K, t.dims[0]) * t.dims[1], 0);
+      w.add_tensor(t.name, t.dims, DType::kQ2_K, zeros);
     } else {
       std::vector<uint8_t> bytes(t.n_bytes);
       ASSERT_TRUE(src->read_tensor(t, bytes.data()).ok());
       w.add_tensor(t.name, t.dims, t.type, bytes);
     }
   }
-  const std::string path = (fs::temp_directory_path() / "tandem-cli-q4k.gguf").string();
+  const std::string path = (fs::temp_directory_path() / "tandem-cli-q2k.gguf").string();
   ASSERT_TRUE(w.write(path).ok());
   const Result r = tandem("generate --model " + path + " --prompt hi");
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(count_lines(r.err), 1);
-  EXPECT_NE(r.err.find("q4_k"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("q2_k"), std::string::npos) << r.err;
   fs::remove(path);
 }
 
@@ -119,6 +119,27 @@ TEST_F(CliTest, GenerateStreamsTextIdsAndSpeeds) {
                               " --threads 1 --print-token-ids");
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(r.out, again.out);
+}
+
+// make-test-model --type q4_k_m writes llama.cpp's Q4_K_M mix (Q4_K with
+// Q6_K for output and some attn_v / ffn_down), and that model generates.
+TEST_F(CliTest, MakeTestModelQ4_K_MGenerates) {
+  const std::string path = (fs::temp_directory_path() / "tandem-cli-q4km.gguf").string();
+  const Result made = tandem("make-test-model --out " + path + " --shape tiny --type q4_k_m");
+  ASSERT_EQ(made.code, 0) << made.err;
+  const Result info = tandem("model-info " + path);
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("q4_k"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("q6_k"), std::string::npos) << info.out;
+  const Result r = tandem("generate --model " + path +
+                          " --prompt 'Hello world' --max-tokens 4 --temperature 0 --ignore-eos"
+                          " --threads 2 --print-token-ids");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("decode:"), std::string::npos) << r.err;
+  const Result bad = tandem("make-test-model --out " + path + " --type q3_k_m");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  fs::remove(path);
 }
 
 TEST_F(CliTest, TokenizeMatchesLlamaCpp) {

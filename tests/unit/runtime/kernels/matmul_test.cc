@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -14,7 +15,18 @@
 namespace tandem::kernels {
 namespace {
 
-constexpr DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0};
+constexpr DType kTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
+                            DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
+                            DType::kQ5_K, DType::kQ6_K};
+
+int64_t block_of(DType type) { return dtype_info(type)->block_size; }
+
+// Row lengths for a type: one block, three, and many (an odd number of
+// blocks for every type: 4096 + 256 = 17 super-blocks).
+std::vector<int64_t> awkward_cols(DType type) {
+  const int64_t b = std::max<int64_t>(32, block_of(type));
+  return {b, 3 * b, 4096 + (b > 32 ? b : 0)};
+}
 
 std::vector<float> random_floats(int64_t n, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -97,7 +109,7 @@ TEST_P(MatmulTest, EveryIsaMatchesReferenceOnAwkwardShapes) {
   ThreadPool pool1(1);
   ThreadPool pool3(3);
   for (int64_t n_rows : {1, 7, 33, 257}) {
-    for (int64_t n_cols : {32, 96, 4096}) {
+    for (int64_t n_cols : awkward_cols(GetParam())) {
       for (int64_t n_tokens : {1, 3, 17}) {
         check_case({GetParam(), n_rows, n_cols, n_tokens}, rng, n_rows % 2 ? pool3 : pool1);
       }
@@ -110,6 +122,7 @@ TEST_P(MatmulTest, LargeBatchAcrossRowChunks) {
   std::mt19937 rng(5);
   ThreadPool pool(2);
   check_case({GetParam(), 130, 1024, 64}, rng, pool);
+  if (block_of(GetParam()) == kQK_K) check_case({GetParam(), 70, 5632, 5}, rng, pool);
   if (pack_supported(GetParam())) {
     check_case({GetParam(), 130, 1024, 64, true}, rng, pool);
     check_case({GetParam(), 96, 5632, 21, true}, rng, pool);
@@ -123,7 +136,7 @@ TEST_P(MatmulTest, PackedMatchesReferenceOnAwkwardShapes) {
   ThreadPool pool2(2);
   ThreadPool pool3(3);
   for (int64_t n_rows : {1, 15, 16, 33, 48, 60, 120, 257}) {
-    for (int64_t n_cols : {32, 96, 4096}) {
+    for (int64_t n_cols : awkward_cols(GetParam())) {
       for (int64_t n_tokens : {1, 3, 9, 17}) {
         ThreadPool& pool = n_rows % 3 == 0 ? pool3 : n_rows % 2 ? pool2 : pool1;
         check_case({GetParam(), n_rows, n_cols, n_tokens, true}, rng, pool);
@@ -143,6 +156,12 @@ TEST(Matmul, ActivationTypes) {
   EXPECT_EQ(activation_type(DType::kBF16), DType::kBF16);
   EXPECT_EQ(activation_type(DType::kQ8_0), DType::kQ8_0);
   EXPECT_EQ(activation_type(DType::kQ4_0), DType::kQ8_0);
+  EXPECT_EQ(activation_type(DType::kQ5_0), DType::kQ8_0);
+  EXPECT_EQ(activation_type(DType::kQ4_1), DType::kQ8_1);
+  EXPECT_EQ(activation_type(DType::kQ4_K), DType::kQ8_K);
+  EXPECT_EQ(activation_type(DType::kQ5_K), DType::kQ8_K);
+  EXPECT_EQ(activation_type(DType::kQ6_K), DType::kQ8_K);
+  EXPECT_EQ(matmul_scratch_bytes(DType::kQ6_K, 512, 3), 3 * 2 * sizeof(BlockQ8_K));
   // Two blocks (68 bytes) padded to 128, then two BlockSums of 8 bytes.
   EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * (128 + 2 * 8));
 }
@@ -150,7 +169,11 @@ TEST(Matmul, ActivationTypes) {
 TEST(Pack, SizesAndSupport) {
   EXPECT_TRUE(pack_supported(DType::kQ8_0));
   EXPECT_TRUE(pack_supported(DType::kQ4_0));
+  EXPECT_TRUE(pack_supported(DType::kQ4_K));
+  EXPECT_TRUE(pack_supported(DType::kQ6_K));
+  EXPECT_FALSE(pack_supported(DType::kQ5_K));
   EXPECT_FALSE(pack_supported(DType::kF16));
+  EXPECT_EQ(packed_bytes(DType::kQ4_K, 17, 512), 32 * row_bytes(DType::kQ4_K, 512));
   EXPECT_FALSE(pack_preferred(DType::kF32));
   EXPECT_FALSE(pack_preferred(DType::kQ8_0, Isa::kPortable));
   EXPECT_EQ(packed_bytes(DType::kQ8_0, 32, 64), 32 * row_bytes(DType::kQ8_0, 64));
@@ -160,9 +183,9 @@ TEST(Pack, SizesAndSupport) {
 
 TEST(Pack, InPlaceEqualsOutOfPlace) {
   std::mt19937 rng(3);
-  for (DType type : {DType::kQ8_0, DType::kQ4_0}) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
     for (int64_t n_rows : {5, 16, 40}) {
-      const int64_t n_cols = 160;
+      const int64_t n_cols = dtype_info(type)->block_size == kQK_K ? 768 : 160;
       const std::vector<float> wf = random_floats(n_rows * n_cols, rng);
       const size_t rb = row_bytes(type, n_cols);
       std::vector<uint8_t> in_place(packed_bytes(type, n_rows, n_cols), 0xAB);

@@ -255,6 +255,48 @@ TEST(WriteTestModelDeterminism, QuantizedMatchesF32OfSameSeed) {
   EXPECT_GT(worst, 0.0);
 }
 
+// llama.cpp's Q4_K_M recipe: Q6_K for output.weight and for attn_v / ffn_down
+// where use_more_bits(il, n_layers) holds.
+TEST(WriteTestModel, KMMixFollowsLlamaCpp) {
+  TestModelSpec spec;
+  ASSERT_TRUE(parse_test_model_type("q4_k_m", spec).ok());
+  EXPECT_EQ(spec.type, DType::kQ4_K);
+  EXPECT_EQ(spec.mix, TypeMix::kKM);
+  EXPECT_EQ(*file_type_of(spec.type, spec.mix), 15u);
+  std::vector<int64_t> six_k;
+  for (int64_t il = 0; il < 22; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    const DType v = test_model_tensor_type(spec, p + "attn_v.weight", il, 22);
+    EXPECT_EQ(v, test_model_tensor_type(spec, p + "ffn_down.weight", il, 22));
+    EXPECT_EQ(test_model_tensor_type(spec, p + "attn_q.weight", il, 22), DType::kQ4_K);
+    EXPECT_EQ(test_model_tensor_type(spec, p + "ffn_up.weight", il, 22), DType::kQ4_K);
+    if (v == DType::kQ6_K) six_k.push_back(il);
+  }
+  EXPECT_EQ(six_k, (std::vector<int64_t>{0, 1, 4, 7, 10, 13, 16, 19, 20, 21}));
+  EXPECT_EQ(test_model_tensor_type(spec, "output.weight", -1, 22), DType::kQ6_K);
+  EXPECT_EQ(test_model_tensor_type(spec, "token_embd.weight", -1, 22), DType::kQ4_K);
+  spec.tied_embeddings = true;
+  EXPECT_EQ(test_model_tensor_type(spec, "token_embd.weight", -1, 22), DType::kQ6_K);
+
+  // The tiny shape (4 layers): layers 2 and 3 get Q6_K.
+  spec.tied_embeddings = false;
+  TempFile tmp("q4km");
+  ASSERT_TRUE(write_test_model(tmp.path, spec).ok());
+  auto file = gguf::File::Open(tmp.path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (const gguf::TensorInfo& t : file->tensors()) {
+    DType want = t.dims.size() == 1 ? DType::kF32 : DType::kQ4_K;
+    if (t.name == "output.weight" || t.name == "blk.2.attn_v.weight" ||
+        t.name == "blk.3.attn_v.weight" || t.name == "blk.2.ffn_down.weight" ||
+        t.name == "blk.3.ffn_down.weight") {
+      want = DType::kQ6_K;
+    }
+    EXPECT_EQ(t.type, want) << t.name;
+  }
+  EXPECT_FALSE(parse_test_model_type("q4_k_x", spec).ok());
+  EXPECT_FALSE(parse_test_model_type("q2_k", spec).ok());
+}
+
 TEST(WriteTestModel, RefusesBadSpecs) {
   TempFile tmp("bad");
   auto code = [&](TestModelSpec s) { return write_test_model(tmp.path, s).code(); };
@@ -264,7 +306,7 @@ TEST(WriteTestModel, RefusesBadSpecs) {
   s = {};
   s.vocab = "wordpiece";
   EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument);
-  for (DType t : {DType::kQ4_1, DType::kQ6_K, DType::kI32, DType::kF64}) {
+  for (DType t : {DType::kQ2_K, DType::kQ5_1, DType::kI32, DType::kF64}) {
     s = {};
     s.type = t;
     EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument) << dtype_name(t);

@@ -1,0 +1,417 @@
+// AVX2 kernels for packed Q4_K and Q6_K (Layout::kPacked, formats in
+// matmul_kernels.h): 8 rows in the 8 int32 lanes of a register, so that each
+// 4-byte activation broadcast feeds 8 rows, the sub-block scales apply to
+// 8 rows with one madd, and no horizontal sums are needed. One-token
+// products read four 16-row groups side by side (four sequential streams,
+// each prefetched about one super-block ahead). Compiled with -mavx2 -mfma
+// -mf16c like matmul_avx2.cc, and entered only after cpuid reported those
+// features (matmul.cc).
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+
+#include "runtime/kernels/cpu/matmul_kernels.h"
+
+namespace tandem::kernels::internal {
+namespace {
+
+#include "runtime/kernels/cpu/tile_driver.inc"
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+template <class Block>
+inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
+  return reinterpret_cast<const Block*>(base + i * stride);
+}
+
+// Super-blocks ahead of each stream that one-token products prefetch
+// (packed Q4_K and Q6_K).
+inline constexpr size_t kPackedQ4KAhead = 1;
+
+struct PackedQ4KKernel {
+  // The 6-bit scales and minima of one half (8 rows) of a packed super-block
+  // as bytes: sc[8s + i] and m[8s + i] for sub-block s, row i.
+  struct HalfScales {
+    alignas(32) uint8_t sc[64];
+    alignas(32) uint8_t m[64];
+  };
+
+  static inline void decode_scales(const uint8_t* o, int h, HalfScales& out) {
+    const __m256i low6 = _mm256_set1_epi8(0x3F);
+    const __m256i low2 = _mm256_set1_epi8(0x03);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i sc0 = load256(o + 64 + 64 * h);
+    const __m256i sc1 = load256(o + 64 + 64 * h + 32);
+    const __m256i mh = load256(o + 192 + 32 * h);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.sc), _mm256_and_si256(sc0, low6));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.sc + 32), _mm256_and_si256(sc1, low6));
+    const __m256i m0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(sc0, 6), low2),
+                                       _mm256_slli_epi16(_mm256_and_si256(mh, low4), 2));
+    const __m256i m1 =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(sc1, 6), low2),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(mh, 4), low4), 2));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.m), m0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out.m + 32), m1);
+  }
+
+  // 8 bytes as int32 lanes.
+  static inline __m256i widen8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+
+  static inline __m256i broadcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+  }
+
+  // Adds super-block b (packed at `o`) of 16 rows times T tokens to acc.
+  template <int T>
+  [[gnu::always_inline]] static inline void superblock(const uint8_t* o,
+                                                       const BlockQ8_K* const* x, int64_t b,
+                                                       __m256 (&acc)[2][T]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    // Per token, the sums of x over each 32-element sub-block as int32.
+    alignas(32) int32_t bs[T][8];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      const __m128i pairs =
+          _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums)),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums + 8)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(bs[j]), _mm256_cvtepi16_epi32(pairs));
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      HalfScales hs;
+      decode_scales(o, h, hs);
+      __m256i sumi[T], summ[T];
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) sumi[j] = summ[j] = _mm256_setzero_si256();
+      for (int s = 0; s < 8; ++s) {
+        const uint8_t* q = o + 256 + 256 * s + 32 * h;
+        const __m256i sc = widen8(hs.sc + 8 * s);
+        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        const __m256i m = widen8(hs.m + 8 * s);
+        __m256i p[T];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i v = load256(q + 64 * k);
+          const __m256i lo = _mm256_and_si256(v, low4);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+#pragma GCC unroll 8
+          for (int j = 0; j < T; ++j) {
+            const int8_t* xq = x[j][b].qs + 32 * s + 4 * k;
+            const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(xq)),
+                                               _mm256_maddubs_epi16(hi, broadcast4(xq + 16)));
+            p[j] = k == 0 ? d : _mm256_add_epi16(p[j], d);
+          }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < T; ++j) {
+          sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p[j], sc_pair));
+          // m (< 64) in the low int16 of each lane times the sub-block sum
+          // of x (|.| < 2^15) in the low int16 of the broadcast: the high
+          // halves multiply zero.
+          summ[j] = _mm256_add_epi32(summ[j], _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][s])));
+        }
+      }
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+      const __m256 dmin =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 32 + 16 * h)));
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const __m256 dx = _mm256_set1_ps(x[j][b].d);
+        acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]), _mm256_mul_ps(d, dx), acc[h][j]);
+        acc[h][j] =
+            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ[j]), _mm256_mul_ps(dmin, dx), acc[h][j]);
+      }
+    }
+  }
+
+  // superblock<1> with the halves inside the sub-block loop, so that both
+  // share the activation broadcasts: the one-token hot path.
+  [[gnu::always_inline]] static inline void superblock_one(const uint8_t* o, const BlockQ8_K& xb,
+                                                           __m256 (&acc)[2]) {
+    // The stream kPackedQ4KAhead super-blocks ahead, a few lines per
+    // sub-block: a burst of 36 prefetches would overflow the miss buffers.
+    const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    alignas(32) int32_t bs[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bs),
+                       _mm256_cvtepi16_epi32(_mm_hadd_epi16(
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums)),
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8)))));
+    HalfScales hs[2];
+    decode_scales(o, 0, hs[0]);
+    decode_scales(o, 1, hs[1]);
+    __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i summ[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 5
+      for (int l = 0; l < 5; ++l) _mm_prefetch(ahead + 288 * s + 64 * l, _MM_HINT_T0);
+      __m256i xq[8];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        xq[k] = broadcast4(xb.qs + 32 * s + 4 * k);
+        xq[k + 4] = broadcast4(xb.qs + 32 * s + 16 + 4 * k);
+      }
+      const __m256i bsb = _mm256_set1_epi32(bs[s]);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* q = o + 256 + 256 * s + 32 * h;
+        __m256i p = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i v = load256(q + 64 * k);
+          const __m256i d = _mm256_add_epi16(
+              _mm256_maddubs_epi16(_mm256_and_si256(v, low4), xq[k]),
+              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), xq[k + 4]));
+          p = k == 0 ? d : _mm256_add_epi16(p, d);
+        }
+        const __m256i sc = widen8(hs[h].sc + 8 * s);
+        sumi[h] = _mm256_add_epi32(
+            sumi[h], _mm256_madd_epi16(p, _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))));
+        summ[h] = _mm256_add_epi32(summ[h], _mm256_madd_epi16(widen8(hs[h].m + 8 * s), bsb));
+      }
+    }
+    const __m256 dx = _mm256_set1_ps(xb.d);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+      const __m256 dmin =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 32 + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[h]), _mm256_mul_ps(d, dx), acc[h]);
+      acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ[h]), _mm256_mul_ps(dmin, dx), acc[h]);
+    }
+  }
+
+  // Stores the first n_valid of the 16 rows (the padding rows of the last
+  // group have no place in y).
+  template <int T>
+  static inline void store(const MatmulArgs& a, int64_t r, int64_t t, int n_valid,
+                           const __m256 (&acc)[2][T]) {
+    for (int j = 0; j < T; ++j) {
+      float* y = a.y + (t + j) * a.ldy + r;
+      if (n_valid == 16) {
+        _mm256_storeu_ps(y, acc[0][j]);
+        _mm256_storeu_ps(y + 8, acc[1][j]);
+      } else {
+        alignas(32) float tmp[16];
+        _mm256_store_ps(tmp, acc[0][j]);
+        _mm256_store_ps(tmp + 8, acc[1][j]);
+        std::memcpy(y, tmp, sizeof(float) * n_valid);
+      }
+    }
+  }
+
+  template <int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const uint8_t* group = a.w + (r / 16) * a.w_stride;
+    const BlockQ8_K* x[T];
+    for (int j = 0; j < T; ++j) x[j] = block_row<BlockQ8_K>(a.x, a.x_stride, t + j);
+    __m256 acc[2][T];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kPackedQ4KBytes, x, b, acc);
+    store<T>(a, r, t, n_valid, acc);
+  }
+
+  // One token, G groups side by side: G sequential streams in flight (one
+  // core needs several to approach the memory bandwidth), each prefetched
+  // kPackedQ4KAhead super-blocks ahead.
+  template <int G>
+  static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const auto* x = reinterpret_cast<const BlockQ8_K*>(a.x);
+    __m256 acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int g = 0; g < G; ++g) {
+        superblock_one(a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes, x[b], acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256 both[2][1] = {{acc[g][0]}, {acc[g][1]}};
+      store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
+    }
+  }
+
+  static void decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    auto n_valid = [&](int64_t r) { return static_cast<int>(std::min<int64_t>(16, r1 - r)); };
+    int64_t r = r0;
+    for (; r + 48 < r1; r += 64) decode_groups<4>(a, r, n_valid(r + 48));
+    for (; r < r1; r += 16) decode_groups<1>(a, r, n_valid(r));
+  }
+};
+
+// Packed Q6_K (format in matmul_kernels.h), like PackedQ4KKernel: 8 rows in
+// the int32 lanes. Two maddubs results add up in int16 (2 * 2 * 63 * 127 <
+// 2^15), and q - 32 is folded in per sub-block as
+// scale * (-16 * sum(x)) * 2, one more madd on int16 pairs.
+struct PackedQ6KKernel {
+  static inline __m256i broadcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return _mm256_set1_epi32(v);
+  }
+
+  // The 6-bit quants of one 8-row half of sub-block sub, in the order of
+  // the activation quads 0, 4, 8 and 12.
+  struct Quants {
+    __m256i q0, q4, q8, q12;
+  };
+  static inline Quants unpack(const uint8_t* sub, int h) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i v0 = load256(sub + 32 * h);
+    const __m256i v1 = load256(sub + 64 + 32 * h);
+    const __m256i hb = load256(sub + 128 + 32 * h);
+    Quants q;
+    q.q0 = _mm256_or_si256(_mm256_and_si256(v0, low4),
+                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
+    q.q4 = _mm256_or_si256(_mm256_and_si256(v1, low4),
+                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
+    q.q8 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low4),
+                           _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+    q.q12 = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4),
+        _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+    return q;
+  }
+
+  // The int8 scales of sub-block s for the half's 8 rows as int16 pairs.
+  static inline __m256i scale_pairs(const uint8_t* o, int h, int s) {
+    const __m256i sc = _mm256_cvtepi8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(o + 32 + 128 * h + 8 * s)));
+    return _mm256_blend_epi16(sc, _mm256_slli_epi32(sc, 16), 0xAA);
+  }
+
+  // Per token: -16 * bsums[s] as an int16 pair, for each sub-block.
+  static inline void offsets(const BlockQ8_K& xb, int32_t (&out)[16]) {
+    for (int s = 0; s < 16; ++s) {
+      const auto v = static_cast<uint16_t>(-16 * xb.bsums[s]);
+      out[s] = static_cast<int32_t>(static_cast<uint32_t>(v) * 0x10001u);
+    }
+  }
+
+  [[gnu::always_inline]] static inline __m256i dot(const Quants& q, __m256i scp, int32_t offset,
+                                                   const int8_t* xq, __m256i sumi) {
+    const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(q.q0, broadcast4(xq)),
+                                        _mm256_maddubs_epi16(q.q4, broadcast4(xq + 4)));
+    const __m256i p2 = _mm256_add_epi16(_mm256_maddubs_epi16(q.q8, broadcast4(xq + 8)),
+                                        _mm256_maddubs_epi16(q.q12, broadcast4(xq + 12)));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, scp));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p2, scp));
+    return _mm256_add_epi32(sumi, _mm256_madd_epi16(scp, _mm256_set1_epi32(offset)));
+  }
+
+  template <int T>
+  [[gnu::always_inline]] static inline void superblock(const uint8_t* o,
+                                                       const BlockQ8_K* const* x, int64_t b,
+                                                       __m256 (&acc)[2][T]) {
+    int32_t off[T][16];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) offsets(x[j][b], off[j]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m256i sumi[T];
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) sumi[j] = _mm256_setzero_si256();
+      for (int s = 0; s < 16; ++s) {
+        const Quants q = unpack(o + 288 + 192 * s, h);
+        const __m256i scp = scale_pairs(o, h, s);
+#pragma GCC unroll 8
+        for (int j = 0; j < T; ++j) {
+          sumi[j] = dot(q, scp, off[j][s], x[j][b].qs + 16 * s, sumi[j]);
+        }
+      }
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]),
+                                    _mm256_mul_ps(d, _mm256_set1_ps(x[j][b].d)), acc[h][j]);
+      }
+    }
+  }
+
+  // One token: both halves per sub-block, sharing the activation
+  // broadcasts, with the stream's prefetches spread over the sub-blocks.
+  [[gnu::always_inline]] static inline void superblock_one(const uint8_t* o, const BlockQ8_K& xb,
+                                                           __m256 (&acc)[2]) {
+    const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ6KBytes;
+    int32_t off[16];
+    offsets(xb, off);
+    __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int s = 0; s < 16; ++s) {
+#pragma GCC unroll 4
+      for (int l = 0; l < 4; ++l) _mm_prefetch(ahead + 210 * s + 64 * l, _MM_HINT_T0);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        sumi[h] = dot(unpack(o + 288 + 192 * s, h), scale_pairs(o, h, s), off[s],
+                      xb.qs + 16 * s, sumi[h]);
+      }
+    }
+    const __m256 dx = _mm256_set1_ps(xb.d);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[h]), _mm256_mul_ps(d, dx), acc[h]);
+    }
+  }
+
+  template <int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const uint8_t* group = a.w + (r / 16) * a.w_stride;
+    const BlockQ8_K* x[T];
+    for (int j = 0; j < T; ++j) x[j] = block_row<BlockQ8_K>(a.x, a.x_stride, t + j);
+    __m256 acc[2][T];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kPackedQ6KBytes, x, b, acc);
+    PackedQ4KKernel::store<T>(a, r, t, n_valid, acc);
+  }
+
+  template <int G>
+  static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
+    const int64_t nb = a.n_cols / kQK_K;
+    const auto* x = reinterpret_cast<const BlockQ8_K*>(a.x);
+    __m256 acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int g = 0; g < G; ++g) {
+        superblock_one(a.w + (r / 16 + g) * a.w_stride + b * kPackedQ6KBytes, x[b], acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256 both[2][1] = {{acc[g][0]}, {acc[g][1]}};
+      PackedQ4KKernel::store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
+    }
+  }
+
+  static void decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+    auto n_valid = [&](int64_t r) { return static_cast<int>(std::min<int64_t>(16, r1 - r)); };
+    int64_t r = r0;
+    for (; r + 48 < r1; r += 64) decode_groups<4>(a, r, n_valid(r + 48));
+    for (; r < r1; r += 16) decode_groups<1>(a, r, n_valid(r));
+  }
+};
+
+}  // namespace
+
+void add_avx2_packed_kquant_kernels(KernelTable& t) {
+  t.q4_k.packed_rows = packed_rows_kernel<PackedQ4KKernel, 4>;
+  t.q6_k.packed_rows = packed_rows_kernel<PackedQ6KKernel, 4>;
+}
+
+}  // namespace tandem::kernels::internal
