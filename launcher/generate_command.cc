@@ -143,7 +143,8 @@ void add_generate_command(CLI::App& app, int* exit_code) {
                   "Generate on a `tandem serve` at HOST:PORT instead of a local model");
   cmd->add_option("--auth-token-file", flags->remote.auth_token_file,
                   "With --server: the bearer token the server wants");
-  cmd->add_option("--tls-ca", flags->remote.tls_ca, "With --server: use TLS, trusting this CA (PEM)");
+  cmd->add_option("--tls-ca", flags->remote.tls_ca,
+                  "With --server: use TLS, trusting this CA (PEM)");
   cmd->add_option("--tls-cert", flags->remote.tls_cert,
                   "With --server: client certificate (PEM) for mTLS");
   cmd->add_option("--tls-key", flags->remote.tls_key, "With --server: client key (PEM) for mTLS");

@@ -105,10 +105,20 @@ absl::StatusOr<std::unique_ptr<tr::Communicator>> make_communicator(
 
 // The engine options every rank loads with: its communicator and the layout
 // (tensor parallelism over every rank unless --tp/--pp say otherwise).
-engine::EngineOptions engine_options(const ServeFlags& f, int world, tr::Communicator* comm) {
+engine::EngineOptions engine_options(const ServeFlags& f, const std::string& launch, int world,
+                                     tr::Communicator* comm) {
   engine::EngineOptions o = f.serve.engine;
   o.comm = comm;
   if (world > 1 && o.tp * o.pp == 1) o.tp = world;
+  // The ranks that share this box's memory (the engine refuses to load past
+  // this rank's share): all of them when forked here, else as the launcher says.
+  if (launch == "local-ranks") {
+    o.ranks_on_this_box = world;
+  } else if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+    o.ranks_on_this_box = std::max(1, std::atoi(local));
+  } else if (const char* local_size = std::getenv("TANDEM_LOCAL_WORLD_SIZE")) {
+    o.ranks_on_this_box = std::max(1, std::atoi(local_size));
+  }
   o.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
   return o;
 }
@@ -153,8 +163,8 @@ absl::StatusOr<Placement> resolve_placement(const ServeFlags& f) {
       overlay["TANDEM_MASTER_PORT"] = std::to_string(m.port);
     }
     p.launch = "env";
-  } else if (std::getenv("TANDEM_RANK") != nullptr || std::getenv("OMPI_COMM_WORLD_RANK") != nullptr ||
-             std::getenv("PMI_RANK") != nullptr) {
+  } else if (std::getenv("TANDEM_RANK") != nullptr ||
+             std::getenv("OMPI_COMM_WORLD_RANK") != nullptr || std::getenv("PMI_RANK") != nullptr) {
     p.launch = std::getenv("TANDEM_RANK") == nullptr ? "mpirun" : "env";
   } else if (const int layout = f.serve.engine.tp * f.serve.engine.pp; layout > 1) {
     // --tp/--pp alone: start that many ranks on this box, as generate does.
@@ -224,7 +234,8 @@ int run_worker_rank(const Placement& p, const ServeFlags& f) {
   }
   absl::Status s;
   {
-    auto loaded = engine::Engine::Load(engine_options(f, p.config.world_size, comm->get()));
+    auto loaded =
+        engine::Engine::Load(engine_options(f, p.launch, p.config.world_size, comm->get()));
     if (!loaded.ok()) {
       heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(loaded.status().message()));
       s = loaded.status();
@@ -274,8 +285,9 @@ int run_rank0(const Placement& p, ServeFlags& f) {
     config.master_port = *port;
     config.token = random_token();
     // The rendezvous alone: a worker whose rank 0 died before it joined gives up after this.
-    config.timeout = std::min(std::chrono::milliseconds(60000),
-                              std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000)));
+    config.timeout =
+        std::min(std::chrono::milliseconds(60000),
+                 std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000)));
     if (absl::Status s = children.spawn(
             world, {{"TANDEM_WORLD_SIZE", std::to_string(world)},
                     {"TANDEM_MASTER_ADDR", "127.0.0.1"},
@@ -307,10 +319,11 @@ int run_rank0(const Placement& p, ServeFlags& f) {
   // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
   // health service go from NOT_SERVING to SERVING. Bounded to a minute.
   if (const char* delay = std::getenv("TANDEM_SERVE_TEST_LOAD_DELAY_MS")) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
   }
   serve::ServeNode::StopCause cause;
-  if (absl::Status s = node.load(engine_options(f, world, comm.get())); !s.ok()) {
+  if (absl::Status s = node.load(engine_options(f, p.launch, world, comm.get())); !s.ok()) {
     cause.failure = s;
   } else {
     std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
@@ -338,7 +351,9 @@ int run_serve(ServeFlags& f) {
   auto placement = resolve_placement(f);
   if (!placement.ok()) return report_error("serve", placement.status());
   if (placement->config.rank == 0) {
-    if (absl::Status s = serve::check_security(f.security); !s.ok()) return report_error("serve", s);
+    if (absl::Status s = serve::check_security(f.security); !s.ok()) {
+      return report_error("serve", s);
+    }
   }
   if (f.serve.engine.model_path.empty()) {
     // A forked rank gets the path its rank 0 resolved.
@@ -360,7 +375,8 @@ int run_serve(ServeFlags& f) {
 void add_serve_command(CLI::App& app, int* exit_code) {
   auto f = std::make_shared<ServeFlags>();
   f->serve.engine.max_sequences = 4;
-  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over gRPC (rank 0) across the cluster");
+  CLI::App* cmd =
+      app.add_subcommand("serve", "Serve a model over gRPC (rank 0) across the cluster");
   cmd->add_option("--model", f->serve.engine.model_path,
                   "GGUF model file (default: a demo model with random weights)");
   cmd->add_option("--listen", f->security.listen, "Address of the gRPC API (rank 0)")
@@ -370,7 +386,8 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 64));
   cmd->add_option("--rank", f->rank, "This process's rank (with --world-size and --master)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--world-size", f->world_size, "Ranks in the cluster")->check(CLI::PositiveNumber);
+  cmd->add_option("--world-size", f->world_size, "Ranks in the cluster")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--master", f->master, "Rank 0's rendezvous address ADDR:PORT");
   cmd->add_option("--cluster-token-file", f->cluster_token_file,
                   "The cluster token shared by every rank (or TANDEM_CLUSTER_TOKEN[_FILE])");
@@ -378,13 +395,15 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Bearer token that API clients must send (needed off loopback)");
   cmd->add_option("--tls-cert", f->security.tls_cert, "Server certificate (PEM) for TLS");
   cmd->add_option("--tls-key", f->security.tls_key, "Server private key (PEM) for TLS");
-  cmd->add_option("--tls-ca", f->security.tls_ca, "CA (PEM) that client certificates must chain to (mTLS)");
+  cmd->add_option("--tls-ca", f->security.tls_ca,
+                  "CA (PEM) that client certificates must chain to (mTLS)");
   cmd->add_option("--max-sequences", f->serve.engine.max_sequences, "Requests generating at once")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   cmd->add_option("--threads", f->serve.engine.n_threads, "Threads (default: one per core)")
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("--context", f->serve.engine.context_length, "Context length (default: the model's)")
+  cmd->add_option("--context", f->serve.engine.context_length,
+                  "Context length (default: the model's)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--tp", f->serve.engine.tp,
                   "Tensor-parallel ranks (default: every rank, when --pp is not given)")

@@ -35,7 +35,8 @@ v1::RankReport describe_this_process(int rank) {
   if (::gethostname(host, sizeof(host) - 1) == 0) r.set_host(host);
   r.set_pid(static_cast<int32_t>(::getpid()));
   std::ifstream meminfo("/proc/meminfo");
-  const std::string text((std::istreambuf_iterator<char>(meminfo)), std::istreambuf_iterator<char>());
+  const std::string text((std::istreambuf_iterator<char>(meminfo)),
+                         std::istreambuf_iterator<char>());
   r.set_memory_total_bytes(meminfo_bytes(text, "MemTotal"));
   r.set_memory_available_bytes(meminfo_bytes(text, "MemAvailable"));
   std::ifstream statm("/proc/self/statm");

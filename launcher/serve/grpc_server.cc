@@ -227,7 +227,8 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::start(const ApiServerOptio
   if (absl::Status s = check_security(options.security); !s.ok()) return s;
   std::string token;
   if (!options.security.auth_token_file.empty()) {
-    absl::StatusOr<std::string> text = read_pem("--auth-token-file", options.security.auth_token_file);
+    absl::StatusOr<std::string> text =
+        read_pem("--auth-token-file", options.security.auth_token_file);
     if (!text.ok()) return text.status();
     token = std::string(absl::StripAsciiWhitespace(*text));
     if (token.empty()) {

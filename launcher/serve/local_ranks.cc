@@ -71,7 +71,8 @@ absl::Status LocalRanks::spawn(int world_size, const std::map<std::string, std::
     for (auto& s : env_strings) envp.push_back(s.data());
     envp.push_back(nullptr);
     pid_t pid = -1;
-    const int rc = ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
+    const int rc =
+        ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
     if (rc != 0) {
       return absl::InternalError(absl::StrCat("cannot start rank ", r, ": ", std::strerror(rc)));
     }

@@ -52,7 +52,8 @@ int run_remote_generate(const RemoteGenerateOptions& o) {
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return report_error("generate", absl::InvalidArgumentError(
-                                        "--tls-cert and --tls-key go together: give both or neither"));
+                                        "--tls-cert and --tls-key go together: give both or "
+                                        "neither"));
   }
   std::string token;
   if (!o.auth_token_file.empty()) {
@@ -72,9 +73,9 @@ int run_remote_generate(const RemoteGenerateOptions& o) {
     ctx.set_wait_for_ready(false);
     grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) {
-      return report_error("generate",
-                          absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                                       absl::StrCat("--server ", o.server, ": ", s.error_message())));
+      return report_error(
+          "generate", absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                                   absl::StrCat("--server ", o.server, ": ", s.error_message())));
     }
   }
   std::fprintf(stderr, "server: %s; model %s (%d rank%s)\n", o.server.c_str(), info.name().c_str(),
@@ -129,7 +130,8 @@ int run_remote_generate(const RemoteGenerateOptions& o) {
   }
   const v1::Usage& u = finished.usage();
   std::fprintf(stderr, "prompt: %d tokens in %.3f s (%.1f tokens/s)\n", u.prompt_tokens(),
-               u.prompt_seconds(), u.prompt_seconds() > 0 ? u.prompt_tokens() / u.prompt_seconds() : 0.0);
+               u.prompt_seconds(),
+               u.prompt_seconds() > 0 ? u.prompt_tokens() / u.prompt_seconds() : 0.0);
   const double steps = u.completion_tokens() > 1 ? u.completion_tokens() - 1 : 0;
   const char* reason = finished.reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
   std::fprintf(stderr, "decode: %d tokens in %.3f s (%.2f tokens/s); finish: %s; seed %llu\n",

@@ -105,7 +105,9 @@ absl::StatusOr<std::string> read_pem(std::string_view flag, const std::string& p
     return absl::NotFoundError(absl::StrCat(std::string(flag), ": cannot read ", path));
   }
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(std::string(flag), ": ", path, " is empty"));
+  if (text.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(flag), ": ", path, " is empty"));
+  }
   return text;
 }
 

@@ -119,8 +119,8 @@ void ServeNode::stop(const StopCause& cause) {
           absl::StrCat("the cluster failed: ", cause.failure.message())));
     }
   } else {
-    const double seconds =
-        cause.drain_timeout_seconds > 0 ? cause.drain_timeout_seconds : options_.drain_timeout_seconds;
+    const double seconds = cause.drain_timeout_seconds > 0 ? cause.drain_timeout_seconds
+                                                           : options_.drain_timeout_seconds;
     const v1::DrainResponse drained = drain(
         engine::SchedulerClock::now() +
         std::chrono::duration_cast<engine::SchedulerClock::duration>(

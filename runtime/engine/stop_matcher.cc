@@ -34,7 +34,8 @@ std::string StopMatcher::push(std::string_view text) {
   for (const std::string& s : stops_) {
     const size_t max_len = std::min(s.size() - 1, held_.size());
     for (size_t len = max_len; len > keep; --len) {
-      if (std::string_view(held_).substr(held_.size() - len) == std::string_view(s).substr(0, len)) {
+      const std::string_view tail = std::string_view(held_).substr(held_.size() - len);
+      if (tail == std::string_view(s).substr(0, len)) {
         keep = len;
         break;
       }

@@ -230,7 +230,8 @@ TEST(Serve, HealthGoesLoadingServingDrainingShutdown) {
   // new requests are refused, the one in flight completes, Drain returns.
   std::promise<void> started;
   auto long_request = std::async(std::launch::async, [&] {
-    return server.generate(greedy(kPrompt, 900), "", [&](grpc::ClientContext&) { started.set_value(); });
+    return server.generate(greedy(kPrompt, 900), "",
+                           [&](grpc::ClientContext&) { started.set_value(); });
   });
   ASSERT_EQ(started.get_future().wait_for(std::chrono::seconds(20)), std::future_status::ready);
   auto drain = std::async(std::launch::async, [&] {
@@ -474,7 +475,8 @@ TEST(Serve, TlsServerAndClient) {
   EXPECT_EQ(tls.out.empty(), false);
   // A plaintext client cannot talk to it.
   const CommandResult plain =
-      run(std::string(TANDEM_BINARY) + " generate --server " + server.address() + " --timeout 5" + flags);
+      run(std::string(TANDEM_BINARY) + " generate --server " + server.address() + " --timeout 5" +
+          flags);
   EXPECT_NE(plain.code, 0);
   std::filesystem::remove_all(dir);
 }

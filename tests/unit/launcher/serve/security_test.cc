@@ -43,8 +43,9 @@ TEST(Security, TlsFlagsGoTogether) {
   EXPECT_FALSE(check_security({.listen = "127.0.0.1:1", .tls_cert = "c"}).ok());
   EXPECT_FALSE(check_security({.listen = "127.0.0.1:1", .tls_key = "k"}).ok());
   EXPECT_FALSE(check_security({.listen = "127.0.0.1:1", .tls_ca = "ca"}).ok());
-  EXPECT_TRUE(
-      check_security({.listen = "127.0.0.1:1", .tls_cert = "c", .tls_key = "k", .tls_ca = "ca"}).ok());
+  EXPECT_TRUE(check_security(
+                  {.listen = "127.0.0.1:1", .tls_cert = "c", .tls_key = "k", .tls_ca = "ca"})
+                  .ok());
 }
 
 TEST(Security, BearerToken) {
