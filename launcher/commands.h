@@ -18,6 +18,7 @@ void add_tokenize_command(CLI::App& app, int* exit_code);
 void add_model_info_command(CLI::App& app, int* exit_code);
 void add_make_test_model_command(CLI::App& app, int* exit_code);
 void add_bench_command(CLI::App& app, int* exit_code);
+void add_serve_command(CLI::App& app, int* exit_code);
 void add_plan_command(CLI::App& app, int* exit_code);
 
 // `tandem bench transport` (bench_transport.cc) shares the bench subcommand:

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "launcher/cluster.h"
 #include "launcher/commands.h"
+#include "launcher/serve/remote_generate.h"
 #include "launcher/engine_cluster.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
@@ -27,6 +28,8 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool no_bos = false;
   std::string logits_out;
+  // --server: generate on a `tandem serve` instead of a local model.
+  serve::RemoteGenerateOptions remote;
   ClusterFlags cluster;
 };
 
@@ -37,6 +40,28 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
             static_cast<std::streamsize>(values.size() * sizeof(float)));
   if (!out) return absl::DataLossError(absl::StrCat("--logits-out: cannot write ", path));
   return absl::OkStatus();
+}
+
+int run_remote(GenerateFlags& f, const CLI::App& cmd) {
+  for (const char* local_only : {"--model", "--threads", "--context", "--batch", "--mmap",
+                                 "--logits-out", "--tp", "--pp", "--local-ranks", "--rank",
+                                 "--world-size", "--master", "--transport"}) {
+    if (cmd.count(local_only) > 0) {
+      return report_error("generate", absl::InvalidArgumentError(absl::StrCat(
+                                          local_only, " is for a local model: it does not go with "
+                                          "--server (the server was started with its own)")));
+    }
+  }
+  serve::RemoteGenerateOptions& r = f.remote;
+  r.prompt = f.prompt;
+  r.max_tokens = f.max_tokens;
+  r.sampling = f.sampling;
+  r.seed_given = f.seed >= 0;
+  if (r.seed_given) r.sampling.seed = static_cast<uint64_t>(f.seed);
+  r.print_token_ids = f.print_token_ids;
+  r.ignore_eos = f.ignore_eos;
+  r.no_bos = f.no_bos;
+  return serve::run_remote_generate(r);
 }
 
 int generate_on_rank0(GenerateFlags& f, const Cluster& cluster, engine::Engine& e) {
@@ -113,7 +138,18 @@ int run_generate(GenerateFlags& f) {
 void add_generate_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<GenerateFlags>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt with a GGUF model");
-  cmd->add_option("--model", flags->engine.model_path, "GGUF model file")->required();
+  cmd->add_option("--model", flags->engine.model_path, "GGUF model file (or --server)");
+  cmd->add_option("--server", flags->remote.server,
+                  "Generate on a `tandem serve` at HOST:PORT instead of a local model");
+  cmd->add_option("--auth-token-file", flags->remote.auth_token_file,
+                  "With --server: the bearer token the server wants");
+  cmd->add_option("--tls-ca", flags->remote.tls_ca, "With --server: use TLS, trusting this CA (PEM)");
+  cmd->add_option("--tls-cert", flags->remote.tls_cert,
+                  "With --server: client certificate (PEM) for mTLS");
+  cmd->add_option("--tls-key", flags->remote.tls_key, "With --server: client key (PEM) for mTLS");
+  cmd->add_option("--timeout", flags->remote.timeout_seconds,
+                  "With --server: seconds the whole generation may take")
+      ->check(CLI::Range(0.1, 86400.0));
   cmd->add_option("--prompt", flags->prompt, "Prompt text")->required();
   cmd->add_option("--max-tokens", flags->max_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--temperature", flags->sampling.temperature, "0 = greedy");
@@ -140,7 +176,26 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--tp", flags->engine.tp, "Tensor-parallel ranks")->check(CLI::Range(1, 64));
   cmd->add_option("--pp", flags->engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
   add_cluster_flags(*cmd, flags->cluster);
-  cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
+  cmd->callback([flags, exit_code, cmd] {
+    if (!flags->remote.server.empty()) {
+      *exit_code = run_remote(*flags, *cmd);
+      return;
+    }
+    for (const char* remote_only : {"--auth-token-file", "--tls-ca", "--tls-cert", "--tls-key",
+                                    "--timeout"}) {
+      if (cmd->count(remote_only) > 0) {
+        *exit_code = report_error("generate", absl::InvalidArgumentError(absl::StrCat(
+                                                  remote_only, " goes with --server")));
+        return;
+      }
+    }
+    if (flags->engine.model_path.empty()) {
+      *exit_code = report_error("generate", absl::InvalidArgumentError(
+                                                "give --model FILE (or --server HOST:PORT)"));
+      return;
+    }
+    *exit_code = run_generate(*flags);
+  });
 }
 
 }  // namespace tandem::launcher

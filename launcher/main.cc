@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   tandem::launcher::add_model_info_command(app, &exit_code);
   tandem::launcher::add_make_test_model_command(app, &exit_code);
   tandem::launcher::add_bench_command(app, &exit_code);
+  tandem::launcher::add_serve_command(app, &exit_code);
   tandem::launcher::add_plan_command(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the GGUF libFuzzer target with clang (ASan + UBSan) in build-fuzz and
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz and
 # fuzzes File::Parse for N seconds (default 30), starting from a generated seed
-# corpus. Exits non-zero if the fuzzer finds a crash, leak, timeout or sanitizer
+# corpus, then the gRPC GenerateRequest conversion for as long. Exits non-zero if the fuzzer finds a crash, leak, timeout or sanitizer
 # report; the reproducer is left in build-fuzz/fuzz-artifacts/.
 #   scripts/fuzz-smoke.sh [seconds]
 set -euo pipefail
@@ -18,7 +18,7 @@ CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja \
   cat "$build/configure.log" >&2
   exit 1
 }
-ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds
+ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds request_fuzz
 
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
@@ -28,4 +28,13 @@ mkdir -p "$build/fuzz-artifacts"
 echo "fuzzing GGUF parse for ${seconds}s"
 "$build/tests/fuzz/gguf_fuzz" "$corpus" \
   -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+
+# The serving front's request conversion, from an empty corpus (protobuf's
+# wire format is simple enough for libFuzzer to find its way).
+request_corpus=$(mktemp -d)
+trap 'rm -rf "$corpus" "$request_corpus"' EXIT
+echo "fuzzing GenerateRequest conversion for ${seconds}s"
+"$build/tests/fuzz/request_fuzz" "$request_corpus" \
+  -max_total_time="$seconds" -max_len=2048 -rss_limit_mb=2048 -timeout=10 \
   -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"

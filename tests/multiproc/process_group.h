@@ -156,6 +156,17 @@ class ProcessGroup {
     }
   }
 
+  // False once child i has exited (it is then reaped and its status kept).
+  bool running(int i) {
+    Child& c = children_[i];
+    if (c.pid < 0 || c.done) return false;
+    int st = 0;
+    if (::waitpid(c.pid, &st, WNOHANG) != c.pid) return true;
+    c.done = true;
+    c.status = st;
+    return false;
+  }
+
   void kill(int i) {
     if (children_[i].pid > 0 && !children_[i].done) ::kill(children_[i].pid, SIGKILL);
   }
