@@ -35,10 +35,10 @@ enum class Layout {
   // [n_rows][n_cols] as in GGUF: each row is row_bytes(type, n_cols) bytes and
   // rows are contiguous.
   kRowMajor,
-  // Q8_0, Q4_0 and Q4_K only, made by pack(): groups of kPackRows rows, each group
-  // one contiguous stream in which a block column of all its rows sits
-  // together, so one-token products read a single sequential stream and
-  // reuse every activation block for 16 rows. The format is internal to the
+  // Q8_0, Q4_0 and the K-quants only, made by pack(): groups of kPackRows
+  // rows, each group one contiguous stream in which a block column of all
+  // its rows sits together, so one-token products read sequential streams
+  // and reuse every activation block for 16 rows. The format is internal to the
   // kernels (matmul_kernels.h describes it); only matmul reads it.
   kPacked,
 };
@@ -53,7 +53,7 @@ struct Matrix {
   Layout layout = Layout::kRowMajor;
 };
 
-// Whether pack() handles this type (Q8_0, Q4_0 and Q4_K).
+// Whether pack() handles this type (Q8_0, Q4_0, Q4_K, Q5_K and Q6_K).
 bool pack_supported(DType type);
 
 // Whether matmul on `isa` is faster with packed matrices of this type: true

@@ -1,4 +1,4 @@
-// AVX2 kernels for packed Q4_K and Q6_K (Layout::kPacked, formats in
+// AVX2 kernels for packed Q4_K, Q5_K and Q6_K (Layout::kPacked, formats in
 // matmul_kernels.h): 8 rows in the 8 int32 lanes of a register, so that each
 // 4-byte activation broadcast feeds 8 rows, the sub-block scales apply to
 // 8 rows with one madd, and no horizontal sums are needed. One-token
@@ -34,7 +34,33 @@ inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
 // (packed Q4_K and Q6_K).
 inline constexpr size_t kPackedQ4KAhead = 1;
 
-struct PackedQ4KKernel {
+// kFive: packed Q5_K, whose fifth bits are OR-ed into the nibbles (as 0x10
+// per byte, expanded from one byte per row and slab by a shuffle and a
+// compare). Its 5-bit products reach 2 * 31 * 127 per maddubs pair, so the
+// int16 sums of a sub-block are split in two before the scale's madd.
+template <bool kFive>
+struct PackedQ45KKernel {
+  static constexpr size_t kBytes = kFive ? kPackedQ5KBytes : kPackedQ4KBytes;
+
+  // ORs the fifth bits of slab k of half h (at p = the sub-block's fifth-bit
+  // bytes) into lo and hi.
+  static inline void add_fifth_bits(const uint8_t* p, int k, int h, __m256i& lo, __m256i& hi) {
+    int64_t bits;
+    std::memcpy(&bits, p + 16 * k + 8 * h, sizeof(bits));
+    // Lane i (row i): byte i of the 8, in all four of its bytes.
+    const __m256i rep = _mm256_shuffle_epi8(
+        _mm256_set1_epi64x(bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6,
+                         6, 6, 6, 7, 7, 7, 7));
+    const __m256i m_lo = _mm256_set1_epi32(0x08040201);
+    const __m256i m_hi = _mm256_set1_epi32(static_cast<int>(0x80402010u));
+    const __m256i bit5 = _mm256_set1_epi8(0x10);
+    lo = _mm256_or_si256(
+        lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m_lo), m_lo), bit5));
+    hi = _mm256_or_si256(
+        hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m_hi), m_hi), bit5));
+  }
+
   // The 6-bit scales and minima of one half (8 rows) of a packed super-block
   // as bytes: sc[8s + i] and m[8s + i] for sub-block s, row i.
   struct HalfScales {
@@ -98,23 +124,31 @@ struct PackedQ4KKernel {
         const __m256i sc = widen8(hs.sc + 8 * s);
         const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
         const __m256i m = widen8(hs.m + 8 * s);
-        __m256i p[T];
+        __m256i p[T], p2[T];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
           const __m256i v = load256(q + 64 * k);
-          const __m256i lo = _mm256_and_si256(v, low4);
-          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          __m256i lo = _mm256_and_si256(v, low4);
+          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          if constexpr (kFive) add_fifth_bits(o + kPackedQ4KBytes + 64 * s, k, h, lo, hi);
 #pragma GCC unroll 8
           for (int j = 0; j < T; ++j) {
             const int8_t* xq = x[j][b].qs + 32 * s + 4 * k;
             const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(xq)),
                                                _mm256_maddubs_epi16(hi, broadcast4(xq + 16)));
-            p[j] = k == 0 ? d : _mm256_add_epi16(p[j], d);
+            if (kFive && k >= 2) {
+              p2[j] = k == 2 ? d : _mm256_add_epi16(p2[j], d);
+            } else {
+              p[j] = k == 0 ? d : _mm256_add_epi16(p[j], d);
+            }
           }
         }
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p[j], sc_pair));
+          if constexpr (kFive) {
+            sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p2[j], sc_pair));
+          }
           // m (< 64) in the low int16 of each lane times the sub-block sum
           // of x (|.| < 2^15) in the low int16 of the broadcast: the high
           // halves multiply zero.
@@ -141,7 +175,7 @@ struct PackedQ4KKernel {
                                                            __m256 (&acc)[2]) {
     // The stream kPackedQ4KAhead super-blocks ahead, a few lines per
     // sub-block: a burst of 36 prefetches would overflow the miss buffers.
-    const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kPackedQ4KBytes;
+    const char* ahead = reinterpret_cast<const char*>(o) + kPackedQ4KAhead * kBytes;
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     alignas(32) int32_t bs[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(bs),
@@ -154,8 +188,11 @@ struct PackedQ4KKernel {
     __m256i sumi[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     __m256i summ[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     for (int s = 0; s < 8; ++s) {
-#pragma GCC unroll 5
-      for (int l = 0; l < 5; ++l) _mm_prefetch(ahead + 288 * s + 64 * l, _MM_HINT_T0);
+      constexpr int kLines = (kBytes / 8 + 63) / 64 + 1;  // lines per sub-block, rounded up
+#pragma GCC unroll 6
+      for (int l = 0; l < kLines; ++l) {
+        _mm_prefetch(ahead + kBytes / 8 * s + 64 * l, _MM_HINT_T0);
+      }
       __m256i xq[8];
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
@@ -166,18 +203,25 @@ struct PackedQ4KKernel {
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
         const uint8_t* q = o + 256 + 256 * s + 32 * h;
-        __m256i p = _mm256_setzero_si256();
+        __m256i p = _mm256_setzero_si256(), p2 = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
           const __m256i v = load256(q + 64 * k);
-          const __m256i d = _mm256_add_epi16(
-              _mm256_maddubs_epi16(_mm256_and_si256(v, low4), xq[k]),
-              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), xq[k + 4]));
-          p = k == 0 ? d : _mm256_add_epi16(p, d);
+          __m256i lo = _mm256_and_si256(v, low4);
+          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+          if constexpr (kFive) add_fifth_bits(o + kPackedQ4KBytes + 64 * s, k, h, lo, hi);
+          const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xq[k]),
+                                             _mm256_maddubs_epi16(hi, xq[k + 4]));
+          if (kFive && k >= 2) {
+            p2 = k == 2 ? d : _mm256_add_epi16(p2, d);
+          } else {
+            p = k == 0 ? d : _mm256_add_epi16(p, d);
+          }
         }
         const __m256i sc = widen8(hs[h].sc + 8 * s);
-        sumi[h] = _mm256_add_epi32(
-            sumi[h], _mm256_madd_epi16(p, _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))));
+        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        sumi[h] = _mm256_add_epi32(sumi[h], _mm256_madd_epi16(p, sc_pair));
+        if constexpr (kFive) sumi[h] = _mm256_add_epi32(sumi[h], _mm256_madd_epi16(p2, sc_pair));
         summ[h] = _mm256_add_epi32(summ[h], _mm256_madd_epi16(widen8(hs[h].m + 8 * s), bsb));
       }
     }
@@ -221,7 +265,7 @@ struct PackedQ4KKernel {
     __m256 acc[2][T];
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kPackedQ4KBytes, x, b, acc);
+    for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kBytes, x, b, acc);
     store<T>(a, r, t, n_valid, acc);
   }
 
@@ -236,7 +280,7 @@ struct PackedQ4KKernel {
     for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       for (int g = 0; g < G; ++g) {
-        superblock_one(a.w + (r / 16 + g) * a.w_stride + b * kPackedQ4KBytes, x[b], acc[g]);
+        superblock_one(a.w + (r / 16 + g) * a.w_stride + b * kBytes, x[b], acc[g]);
       }
     }
     for (int g = 0; g < G; ++g) {
@@ -253,7 +297,7 @@ struct PackedQ4KKernel {
   }
 };
 
-// Packed Q6_K (format in matmul_kernels.h), like PackedQ4KKernel: 8 rows in
+// Packed Q6_K (format in matmul_kernels.h), like PackedQ45KKernel: 8 rows in
 // the int32 lanes. Two maddubs results add up in int16 (2 * 2 * 63 * 127 <
 // 2^15), and q - 32 is folded in per sub-block as
 // scale * (-16 * sum(x)) * 2, one more madd on int16 pairs.
@@ -379,7 +423,7 @@ struct PackedQ6KKernel {
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) superblock<T>(group + b * kPackedQ6KBytes, x, b, acc);
-    PackedQ4KKernel::store<T>(a, r, t, n_valid, acc);
+    PackedQ45KKernel<false>::store<T>(a, r, t, n_valid, acc);
   }
 
   template <int G>
@@ -395,7 +439,7 @@ struct PackedQ6KKernel {
     }
     for (int g = 0; g < G; ++g) {
       const __m256 both[2][1] = {{acc[g][0]}, {acc[g][1]}};
-      PackedQ4KKernel::store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
+      PackedQ45KKernel<false>::store<1>(a, r + 16 * g, 0, g + 1 == G ? n_valid_last : 16, both);
     }
   }
 
@@ -410,7 +454,8 @@ struct PackedQ6KKernel {
 }  // namespace
 
 void add_avx2_packed_kquant_kernels(KernelTable& t) {
-  t.q4_k.packed_rows = packed_rows_kernel<PackedQ4KKernel, 4>;
+  t.q4_k.packed_rows = packed_rows_kernel<PackedQ45KKernel<false>, 4>;
+  t.q5_k.packed_rows = packed_rows_kernel<PackedQ45KKernel<true>, 4>;
   t.q6_k.packed_rows = packed_rows_kernel<PackedQ6KKernel, 4>;
 }
 

@@ -75,6 +75,11 @@ size_t packed_group_bytes(DType type, int64_t n_cols);
 // so that 8 rows (h = 0, 1) take one 32-byte half of each slab, and the
 // scales of 8 rows and 8 sub-blocks decode with a few byte operations.
 inline constexpr size_t kPackedQ4KBytes = 16 * 144;
+// Packed Q5_K: packed Q4_K's super-block, then the fifth bits in
+// [2304, 2816): sub-block s at 2304 + 64s, byte 16k + i for slab k and row i
+// holds at bit j the fifth bit of the element in the low nibble of byte j of
+// the row's 4 bytes in slab k, at bit 4 + j that of the high nibble's.
+inline constexpr size_t kPackedQ5KBytes = 16 * 176;
 
 // Packed Q6_K: as packed Q4_K, super-blocks of kPackedQ6KBytes = 16 x 210:
 //   [0, 32)      d of rows 0..15 (fp16)

@@ -1,9 +1,10 @@
-// pack(): row-major Q8_0/Q4_0/Q4_K/Q6_K matrices into the 16-row groups of
+// pack(): row-major Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices into the 16-row groups of
 // Layout::kPacked (format in matmul_kernels.h). Runs once per weight at load
 // time, so it is plain scalar code.
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/status.h"
@@ -48,14 +49,17 @@ void scale_min_k4(const uint8_t* q, int s, int& sc, int& m) {
   }
 }
 
-// Packs one group of Q4_K rows (format in matmul_kernels.h).
-void pack_group_q4_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
-                     uint8_t* out) {
-  std::memset(out, 0, static_cast<size_t>(nb) * internal::kPackedQ4KBytes);
+// Packs one group of Q4_K or Q5_K rows (formats in matmul_kernels.h).
+template <class Block>
+void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
+                      uint8_t* out) {
+  constexpr bool kFive = std::is_same_v<Block, BlockQ5_K>;
+  constexpr size_t kBytes = kFive ? internal::kPackedQ5KBytes : internal::kPackedQ4KBytes;
+  std::memset(out, 0, static_cast<size_t>(nb) * kBytes);
   for (int64_t b = 0; b < nb; ++b) {
-    uint8_t* o = out + b * internal::kPackedQ4KBytes;
+    uint8_t* o = out + b * kBytes;
     for (int64_t r = 0; r < n_valid; ++r) {
-      const auto& blk = reinterpret_cast<const BlockQ4_K*>(rows + r * row_stride)[b];
+      const auto& blk = reinterpret_cast<const Block*>(rows + r * row_stride)[b];
       std::memcpy(o + 2 * r, &blk.d, 2);
       std::memcpy(o + 32 + 2 * r, &blk.dmin, 2);
       const int64_t h = r / 8, i = r % 8;
@@ -76,6 +80,12 @@ void pack_group_q4_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t ro
             };
             q[64 * k + 4 * r + j] =
                 static_cast<uint8_t>(nibble(4 * k + j) | (nibble(16 + 4 * k + j) << 4));
+            if constexpr (kFive) {
+              // Bit s of qh[e] is the fifth bit of element 32s + e (dtype.h).
+              auto bit5 = [&](int e) { return (blk.qh[e] >> s) & 1; };
+              o[internal::kPackedQ4KBytes + 64 * s + 16 * k + r] |=
+                  static_cast<uint8_t>((bit5(4 * k + j) << j) | (bit5(16 + 4 * k + j) << (4 + j)));
+            }
           }
         }
       }
@@ -128,12 +138,13 @@ void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t ro
 
 bool pack_supported(DType type) {
   return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_K ||
-         type == DType::kQ6_K;
+         type == DType::kQ5_K || type == DType::kQ6_K;
 }
 
 size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
   TANDEM_CHECK(pack_supported(type));
   if (type == DType::kQ4_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ4KBytes;
+  if (type == DType::kQ5_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ5KBytes;
   if (type == DType::kQ6_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ6KBytes;
   const size_t nb = static_cast<size_t>(n_cols / 32);
   return nb * kPackRows * (kScaleBytes + static_cast<size_t>(packed_slabs(type)) * 4);
@@ -162,7 +173,9 @@ Matrix pack(const Matrix& in, void* out) {
     std::memcpy(rows.data(), src + r * row_stride, n_valid * row_stride);
     uint8_t* group = dst + (r / kPackRows) * group_bytes;
     if (in.type == DType::kQ4_K) {
-      pack_group_q4_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
+      pack_group_q45_k<BlockQ4_K>(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
+    } else if (in.type == DType::kQ5_K) {
+      pack_group_q45_k<BlockQ5_K>(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
     } else if (in.type == DType::kQ6_K) {
       pack_group_q6_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
     } else if (in.type == DType::kQ8_0) {

@@ -226,9 +226,11 @@ void packed_rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// Packed Q4_K (format in matmul_kernels.h): the arithmetic of dot_q45_k on
-// the packed bytes, one row at a time.
-void packed_rows_kernel_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
+// Packed Q4_K and Q5_K (formats in matmul_kernels.h): the arithmetic of
+// dot_q45_k on the packed bytes, one row at a time.
+template <bool kFive>
+void packed_rows_kernel_q45_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  constexpr size_t kBytes = kFive ? kPackedQ5KBytes : kPackedQ4KBytes;
   const int64_t nb = a.n_cols / kQK_K;
   for (int64_t r = r0; r < r1; r += kPackRows) {
     const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
@@ -239,7 +241,7 @@ void packed_rows_kernel_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
         const int h = row / 8, i = row % 8;
         float sum = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
-          const uint8_t* o = group + b * kPackedQ4KBytes;
+          const uint8_t* o = group + b * kBytes;
           uint16_t d, dmin;
           std::memcpy(&d, o + 2 * row, 2);
           std::memcpy(&dmin, o + 32 + 2 * row, 2);
@@ -254,8 +256,13 @@ void packed_rows_kernel_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
             for (int k = 0; k < 4; ++k) {
               for (int j = 0; j < 4; ++j) {
                 const uint8_t v = q[64 * k + 4 * row + j];
-                sq += (v & 0x0F) * x[b].qs[32 * sb + 4 * k + j] +
-                      (v >> 4) * x[b].qs[32 * sb + 16 + 4 * k + j];
+                int lo = v & 0x0F, hi = v >> 4;
+                if constexpr (kFive) {
+                  const uint8_t h5 = o[kPackedQ4KBytes + 64 * sb + 16 * k + row];
+                  lo |= ((h5 >> j) & 1) << 4;
+                  hi |= ((h5 >> (4 + j)) & 1) << 4;
+                }
+                sq += lo * x[b].qs[32 * sb + 4 * k + j] + hi * x[b].qs[32 * sb + 16 + 4 * k + j];
               }
             }
             sumi += sc * sq;
@@ -342,7 +349,8 @@ const KernelTable& portable_kernels() {
     t.q5_k.rows = rows_kernel<BlockQ5_K, BlockQ8_K, dot_q45_k<BlockQ5_K>, kQK_K>;
     t.q6_k.rows = rows_kernel<BlockQ6_K, BlockQ8_K, dot_q6_k, kQK_K>;
     t.q8_0.packed_rows = packed_rows_kernel<BlockQ8_0>;
-    t.q4_k.packed_rows = packed_rows_kernel_q4_k;
+    t.q4_k.packed_rows = packed_rows_kernel_q45_k<false>;
+    t.q5_k.packed_rows = packed_rows_kernel_q45_k<true>;
     t.q6_k.packed_rows = packed_rows_kernel_q6_k;
     t.q4_0.packed_rows = packed_rows_kernel<BlockQ4_0>;
     return t;
