@@ -24,6 +24,8 @@ constexpr uint32_t kWireupTag = 0xFFFFFFFFu;
 // How long a dying Request or communicator keeps progressing to get its
 // cancelled UCX requests back before it leaves them to UCX.
 constexpr auto kCancelGrace = std::chrono::seconds(2);
+// How long a wait busy-polls without progress before it yields the CPU.
+constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
@@ -253,19 +255,28 @@ bool UcxCommunicator::settle_locked(OpState& op) {
 }
 
 absl::Status UcxCommunicator::wait(OpState& op, Deadline deadline) {
-  for (int idle = 0;; ++idle) {
+  Clock::time_point idle_since = Clock::now();
+  for (;;) {
+    bool progressed;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (settle_locked(op)) return op.status;
-      if (ucp_worker_progress(worker_.get()) != 0) idle = 0;
+      progressed = ucp_worker_progress(worker_.get()) != 0;
       if (settle_locked(op)) return op.status;
     }
-    if (Clock::now() >= deadline) {
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat(op.is_recv ? "receive from" : "send to", " rank ", op.peer, " timed out"));
     }
-    // Busy progress is the fast path; on a crowded machine, step aside.
-    if (idle > 64) sched_yield();
+    // Busy progress is the fast path; on a crowded machine, step aside, but
+    // only after kSpinBeforeYield without progress: a yield to another
+    // runnable task costs a time slice, more than a small exchange takes.
+    if (progressed) {
+      idle_since = now;
+    } else if (now - idle_since > kSpinBeforeYield) {
+      sched_yield();
+    }
   }
 }
 
