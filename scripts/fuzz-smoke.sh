@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the GGUF libFuzzer target with clang (ASan + UBSan) in build-fuzz and
-# fuzzes File::Parse for N seconds (default 30), starting from a generated seed
-# corpus. Exits non-zero if the fuzzer finds a crash, leak, timeout or sanitizer
-# report; the reproducer is left in build-fuzz/fuzz-artifacts/.
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz and
+# fuzzes each for N seconds (default 30): the GGUF reader (File::Parse, from a
+# generated seed corpus) and the bootstrap store's wire protocol (from a few
+# handshake and request seeds). Exits non-zero if a fuzzer finds a crash,
+# leak, timeout or sanitizer report; the reproducer is left in
+# build-fuzz/fuzz-artifacts/.
 #   scripts/fuzz-smoke.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +20,29 @@ CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja \
   cat "$build/configure.log" >&2
   exit 1
 }
-ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds
+ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds bootstrap_fuzz
 
 corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
+bootstrap_corpus=$(mktemp -d)
+trap 'rm -rf "$corpus" "$bootstrap_corpus"' EXIT
 "$build/tests/fuzz/gguf_fuzz_seeds" "$corpus"
 mkdir -p "$build/fuzz-artifacts"
 
 echo "fuzzing GGUF parse for ${seconds}s"
 "$build/tests/fuzz/gguf_fuzz" "$corpus" \
+  -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+
+# Seeds (see tests/fuzz/bootstrap_fuzz.cc): mode byte, piece size, then for
+# odd modes frames of type, flags, u16 length, payload: a handshake alone,
+# and a set, a get and a barrier after it.
+printf '\x01\x00' >"$bootstrap_corpus/handshake"
+printf '\x01\x00\x05\x00\x0a\x00\x01\x00\x00\x00k\x01\x00\x00\x00v' >"$bootstrap_corpus/set"
+printf '\x01\x03\x06\x00\x09\x00\x01\x00\x00\x00k\x00\x00\x00\x00' >"$bootstrap_corpus/get"
+printf '\x01\x00\x07\x00\x09\x00\x01\x00\x00\x00b\x10\x00\x00\x00' >"$bootstrap_corpus/barrier"
+printf '\x00\x05TDB1\x02\x00\x00\x00\x48\x00\x00\x00' >"$bootstrap_corpus/raw_auth_header"
+
+echo "fuzzing the bootstrap store's protocol for ${seconds}s"
+"$build/tests/fuzz/bootstrap_fuzz" "$bootstrap_corpus" \
   -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
   -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
