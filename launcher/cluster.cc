@@ -1,5 +1,6 @@
 #include "launcher/cluster.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "CLI/CLI.hpp"
@@ -120,6 +121,9 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     c->rank_ = c->comm_->rank();
     c->size_ = c->comm_->size();
     c->description_ = absl::StrCat(c->size_, " ranks over mpi, started by mpirun");
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+      c->ranks_on_this_box_ = std::max(1, std::atoi(local));
+    }
     return c;
 #endif
   }
@@ -135,6 +139,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     c->comm_ = std::move(c->thread_ranks_.front());
     c->thread_ranks_.erase(c->thread_ranks_.begin());
     c->size_ = n;
+    c->ranks_on_this_box_ = n;
     c->description_ = absl::StrCat(n, " ranks as threads of this process (local transport)");
     return c;
   }
@@ -184,6 +189,12 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
   if (c->children_ != nullptr) c->children_->ranks.set_comm(c->comm_.get());
   c->rank_ = config.rank;
   c->size_ = config.world_size;
+  // Ranks started here (or their siblings) share this box; others say so.
+  if (local_child || c->children_ != nullptr) {
+    c->ranks_on_this_box_ = config.world_size;
+  } else if (const char* local = std::getenv("TANDEM_LOCAL_WORLD_SIZE")) {
+    c->ranks_on_this_box_ = std::max(1, std::atoi(local));
+  }
   c->description_ = absl::StrCat(c->size_, " ranks over ucx", f.shared_memory ? " (shared memory)" : "",
                                  ", ", how);
   return c;

@@ -48,6 +48,8 @@ class Cluster {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  // Ranks of this cluster on this box (they share its memory).
+  int ranks_on_this_box() const { return ranks_on_this_box_; }
   // This rank's communicator; null for one rank alone.
   transport::Communicator* comm() const { return comm_.get(); }
   // `--transport local`: the communicators of ranks 1..N-1, whose engines
@@ -70,6 +72,7 @@ class Cluster {
 
   int rank_ = 0;
   int size_ = 1;
+  int ranks_on_this_box_ = 1;
   std::string description_ = "one rank";
   std::unique_ptr<Children> children_;
   std::shared_ptr<void> bootstrap_;  // kept alive with the communicator

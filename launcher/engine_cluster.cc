@@ -12,6 +12,7 @@ int run_engine_cluster(std::string_view command, Cluster& cluster, engine::Engin
                        const std::function<int(engine::Engine&)>& drive) {
   if (cluster.size() > 1 && options.tp * options.pp == 1) options.tp = cluster.size();
   options.comm = cluster.comm();
+  options.ranks_on_this_box = cluster.ranks_on_this_box();
   const auto& thread_comms = cluster.thread_ranks();
   std::vector<absl::Status> thread_status(thread_comms.size());
   std::vector<std::thread> threads;

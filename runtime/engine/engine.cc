@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "runtime/engine/step_command.h"
 #include "runtime/model/llama_workspace.h"
@@ -77,6 +79,9 @@ absl::Status Engine::load_local(const EngineOptions& options) {
   kv.head_dim = config.head_dim;
   kv.max_sequences = options.max_sequences;
   kv.max_seq_len = context_length_;
+  if (options.check_memory) {
+    TANDEM_RETURN_IF_ERROR(check_memory(model::model_dims(config, *file_), shard, kv));
+  }
   TANDEM_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(kv));
   cache_ = std::make_unique<KvCache>(std::move(cache));
 
@@ -111,6 +116,46 @@ absl::Status Engine::load_local(const EngineOptions& options) {
 }
 
 double Engine::sync_seconds() const { return workspace_->sync_seconds; }
+
+namespace {
+
+// MemAvailable of /proc/meminfo in bytes; 0 when unknown.
+uint64_t memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  uint64_t kib = 0;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+std::string gib(uint64_t bytes) { return absl::StrFormat("%.2f GiB", bytes / 1073741824.0); }
+
+}  // namespace
+
+absl::Status Engine::check_memory(const partition::ModelDims& dims,
+                                  const partition::RankShard& shard, const KvCacheConfig& kv) const {
+  uint64_t weights = 0;
+  const bool tied = file_->find_tensor("output.weight") == nullptr;
+  for (const partition::TensorShard& t : partition::tensor_shards(dims, shard, tied)) {
+    const gguf::TensorInfo* info = file_->find_tensor(t.name);
+    if (info == nullptr) continue;  // the loader names what is missing
+    weights += row_bytes(info->type, t.cols.size()) * static_cast<uint64_t>(t.rows.size());
+  }
+  const uint64_t cache = KvCache::bytes_for(kv);
+  const uint64_t logits = sizeof(float) * static_cast<uint64_t>(max_batch_tokens_) * dims.n_vocab;
+  const uint64_t need = weights + cache + logits;
+  const uint64_t available = memory_available();
+  const int sharing = std::max(1, options_.ranks_on_this_box);
+  if (available == 0 || need <= available / sharing) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "rank ", world_.rank(), " needs ", gib(need), " (weights ", gib(weights), ", KV cache ",
+      gib(cache), " for ", kv.max_sequences, " x ", kv.max_seq_len, " positions, logits ",
+      gib(logits), ") but this box has ", gib(available), " available",
+      sharing > 1 ? absl::StrCat(" for its ", sharing, " ranks") : std::string(),
+      "; use more ranks or boxes, a shorter --context or fewer sequences (see tandem plan)"));
+}
 
 absl::Status Engine::usable() const {
   if (!broken_.ok()) {

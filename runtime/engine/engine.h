@@ -47,6 +47,12 @@ struct EngineOptions {
   int pp = 1;
   // Layer ranges of the stages (empty: as even as possible).
   std::vector<partition::Range> stages;
+  // Ranks sharing this box's memory. Before it allocates anything, a rank
+  // refuses to load when its weights, KV cache and logits would exceed its
+  // share of the memory available now (on a GB10, running out of unified
+  // memory freezes the box rather than fail an allocation).
+  int ranks_on_this_box = 1;
+  bool check_memory = true;
   std::chrono::milliseconds step_timeout{60000};   // bounds the exchanges of one step
   std::chrono::milliseconds load_timeout{600000};  // bounds waiting for the other ranks to load
 };
@@ -91,6 +97,8 @@ class Engine {
  private:
   Engine() = default;
   absl::Status load_local(const EngineOptions& options);
+  absl::Status check_memory(const partition::ModelDims& dims, const partition::RankShard& shard,
+                            const KvCacheConfig& kv) const;
   absl::Status agree_on_load(absl::Status local, transport::Deadline deadline);
   absl::Status broadcast_command(const StepCommand& command, const model::Batch* batch);
   absl::Status run_forward(const model::Batch& batch);
