@@ -11,6 +11,7 @@
 // deadline, and a peer's failure aborts the communicator so the other ranks
 // stop at once instead of waiting.
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -81,6 +82,7 @@ struct Flags {
   int local_ranks = 0;  // 0: not given
   std::string timeout = "30s";
   bool no_peer_failure_detection = false;
+  bool no_pin = false;
 };
 
 // The flags, validated.
@@ -97,6 +99,7 @@ struct Config {
   int local_ranks = 0;
   milliseconds timeout{0};
   bool peer_failure_detection = true;
+  bool pin = true;
 };
 
 struct Row {
@@ -172,6 +175,7 @@ absl::StatusOr<Config> validate(const Flags& f, bool json) {
   c.json = json;
   c.local_ranks = f.local_ranks;
   c.peer_failure_detection = !f.no_peer_failure_detection;
+  c.pin = !f.no_pin;
   if (f.no_peer_failure_detection && c.backend != "ucx") {
     return absl::InvalidArgumentError("--no-peer-failure-detection applies to --backend ucx only");
   }
@@ -508,10 +512,34 @@ absl::Status run_local(const Config& c) {
 
 
 #ifdef TANDEM_HAVE_UCX
+// --local-ranks: rank r on the r-th CPU this process may use, when there are
+// enough of them. Busy-polling ranks that the scheduler puts on one core, or
+// moves between cores, measured 2.5x the latency of pinned ones (a 32 KiB
+// exchange over shared memory, 24 us against 9.5).
+void pin_local_rank(int rank, int n_ranks) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) < n_ranks) {
+    return;
+  }
+  int seen = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed) || seen++ != rank) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof(one), &one) == 0 && rank == 0) {
+      std::fprintf(stderr,
+                   "tandem bench transport: rank r runs on the r-th allowed CPU (--no-pin: off)\n");
+    }
+    return;
+  }
+}
+
 // Rendezvous, the UCX communicator, the run and a closing store barrier (so
 // no rank tears down its endpoints while a peer still reads from them).
 absl::Status run_ucx_rank(const tr::BootstrapConfig& config, const Config& c,
                           const std::string& launch, LocalRanks* children) {
+  if (c.local_ranks > 0 && c.pin) pin_local_rank(config.rank, config.world_size);
   TANDEM_ASSIGN_OR_RETURN(auto boot, tr::Bootstrap::create(config));
   tr::UcxOptions options;
   options.setup_timeout = c.timeout;
@@ -620,6 +648,9 @@ BenchTransportHooks add_bench_transport_options(CLI::App& bench) {
       bench.add_flag("--no-peer-failure-detection", f->no_peer_failure_detection,
                      "transport: ucx without UCP_ERR_HANDLING_MODE_PEER, so shared memory can be "
                      "used (a dead peer then shows as a timeout)"),
+      bench.add_flag("--no-pin", f->no_pin,
+                     "transport: with --local-ranks, leave the ranks unpinned (by default rank r "
+                     "runs on the r-th allowed CPU when there are enough)"),
   };
   BenchTransportHooks hooks;
   hooks.any_flag_given = [options] {

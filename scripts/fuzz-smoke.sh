@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz and
-# fuzzes File::Parse for N seconds (default 30), starting from a generated seed
-# corpus, then the gRPC GenerateRequest conversion for as long. Exits non-zero if the fuzzer finds a crash, leak, timeout or sanitizer
-# report; the reproducer is left in build-fuzz/fuzz-artifacts/.
+# fuzzes each for N seconds (default 30): the GGUF reader (File::Parse, from a
+# generated seed corpus), the bootstrap store's wire protocol (from a few
+# handshake and request seeds) and the gRPC GenerateRequest conversion. Exits non-zero if a fuzzer finds a crash,
+# leak, timeout or sanitizer report; the reproducer is left in
+# build-fuzz/fuzz-artifacts/.
 #   scripts/fuzz-smoke.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +20,12 @@ CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja \
   cat "$build/configure.log" >&2
   exit 1
 }
-ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds request_fuzz
+ninja -C "$build" -j"$jobs" gguf_fuzz gguf_fuzz_seeds bootstrap_fuzz request_fuzz
 
 corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
+bootstrap_corpus=$(mktemp -d)
+request_corpus=$(mktemp -d)
+trap 'rm -rf "$corpus" "$bootstrap_corpus" "$request_corpus"' EXIT
 "$build/tests/fuzz/gguf_fuzz_seeds" "$corpus"
 mkdir -p "$build/fuzz-artifacts"
 
@@ -30,10 +34,22 @@ echo "fuzzing GGUF parse for ${seconds}s"
   -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
   -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
 
+# Seeds (see tests/fuzz/bootstrap_fuzz.cc): mode byte, piece size, then for
+# odd modes frames of type, flags, u16 length, payload: a handshake alone,
+# and a set, a get and a barrier after it.
+printf '\x01\x00' >"$bootstrap_corpus/handshake"
+printf '\x01\x00\x05\x00\x0a\x00\x01\x00\x00\x00k\x01\x00\x00\x00v' >"$bootstrap_corpus/set"
+printf '\x01\x03\x06\x00\x09\x00\x01\x00\x00\x00k\x00\x00\x00\x00' >"$bootstrap_corpus/get"
+printf '\x01\x00\x07\x00\x09\x00\x01\x00\x00\x00b\x10\x00\x00\x00' >"$bootstrap_corpus/barrier"
+printf '\x00\x05TDB1\x02\x00\x00\x00\x48\x00\x00\x00' >"$bootstrap_corpus/raw_auth_header"
+
+echo "fuzzing the bootstrap store's protocol for ${seconds}s"
+"$build/tests/fuzz/bootstrap_fuzz" "$bootstrap_corpus" \
+  -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+
 # The serving front's request conversion, from an empty corpus (protobuf's
 # wire format is simple enough for libFuzzer to find its way).
-request_corpus=$(mktemp -d)
-trap 'rm -rf "$corpus" "$request_corpus"' EXIT
 echo "fuzzing GenerateRequest conversion for ${seconds}s"
 "$build/tests/fuzz/request_fuzz" "$request_corpus" \
   -max_total_time="$seconds" -max_len=2048 -rss_limit_mb=2048 -timeout=10 \

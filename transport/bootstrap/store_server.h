@@ -16,6 +16,10 @@
 
 namespace tandem::transport {
 
+namespace store {
+struct State;
+}  // namespace store
+
 class StoreServer {
  public:
   // Binds addr:port (0: ephemeral) and starts serving.
@@ -28,14 +32,13 @@ class StoreServer {
   uint16_t port() const { return port_; }
 
  private:
-  struct State;
   StoreServer() = default;
   void run();
 
   uint16_t port_ = 0;
   Fd listen_fd_;
   Fd wake_read_, wake_write_;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<store::State> state_;
   std::thread thread_;
 };
 

@@ -2,13 +2,15 @@
 //
 // Up to kAllReduceLatencyBytes (the 4-32 KB hidden states of decode) it is
 // recursive doubling: log2(p) exchanges of the whole buffer, which for 2 ranks
-// is the direct exchange. Above, it is a ring reduce-scatter + all-gather, cut
-// into chunks so that forwarding a chunk overlaps receiving the next; for 2
-// ranks that is the pipelined exchange of halves.
+// is the direct exchange. Above, 2 ranks swap halves (each sums one half and
+// sends the sum back); more ranks run a ring reduce-scatter + all-gather. Both
+// are cut into chunks so that summing or forwarding a chunk overlaps
+// receiving the next.
 //
 // Every rank ends with the same bits: in recursive doubling both partners of
 // an exchange compute a + b and b + a, which IEEE addition makes equal; in the
-// ring each block is summed once, by a fixed chain, and then copied.
+// halves and the ring each block is summed once, by a fixed chain, and then
+// copied.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -27,6 +29,23 @@ namespace {
 // transfers; 64 KiB is where the two meet on 10-25 GB/s links with a few
 // microseconds of latency per message.
 constexpr size_t kAllReduceLatencyBytes = 64 << 10;
+
+// Chunks of the large paths: a block (a half for 2 ranks) in at most
+// kMaxChunksPerBlock of them, none under kAllReduceMinChunkBytes. Every chunk
+// is a message of its own, and over UCX's TCP transport each one costs far
+// more than its rendezvous round trip: on loopback, a 2-rank 8 MiB all_reduce
+// took 17 ms in 128 KiB chunks, 13 ms in 512 KiB ones and 8 ms in 2 MiB ones
+// (shared memory: 7, 9 and 6 ms, noisier). Two chunks per block still let the
+// first sum travel back while the second is summed.
+constexpr size_t kMaxChunksPerBlock = 2;
+constexpr size_t kAllReduceMinChunkBytes = 1 << 20;
+
+// Elements per chunk for blocks of at most `max_block` elements; the same on
+// every rank (it depends on the count only).
+size_t all_reduce_chunk_elems(size_t max_block, size_t esize) {
+  const size_t by_count = (max_block + kMaxChunksPerBlock - 1) / kMaxChunksPerBlock;
+  return std::max(kAllReduceMinChunkBytes / esize, by_count);
+}
 
 absl::Status all_reduce_doubling(Communicator& comm, CollectiveState& state, uint32_t tag,
                                  std::byte* data, size_t count, DataType type, Deadline deadline) {
@@ -62,6 +81,71 @@ absl::Status all_reduce_doubling(Communicator& comm, CollectiveState& state, uin
   return absl::OkStatus();
 }
 
+// 2 ranks, large messages: rank r sends half r to the peer, sums half 1 - r
+// (its own copy plus the peer's, received into scratch) and sends the sum
+// back, while the peer does the same for half r. Each byte crosses the link
+// once each way, the least any algorithm moves. Per chunk: as soon as the
+// peer's copy has arrived it is summed and the sum sent back, and as soon as
+// the send of a chunk of half r is complete its place is free to receive the
+// peer's sum, so the sums start landing while later chunks are still summed.
+absl::Status all_reduce_halves(Communicator& comm, CollectiveState& state, uint32_t tag,
+                               std::byte* data, size_t count, DataType type, Deadline deadline) {
+  const int r = comm.rank();
+  const int peer = 1 - r;
+  const size_t esize = dtype_size(type);
+  // Both ranks cut both halves alike, so the chunks of a half match.
+  const size_t per_chunk = all_reduce_chunk_elems(block_count(count, 2, 0), esize);
+  std::byte* const own = data + block_begin(count, 2, r) * esize;     // summed by the peer
+  std::byte* const summed = data + block_begin(count, 2, peer) * esize;  // summed here
+  const size_t n_own = block_count(count, 2, r);
+  const size_t n_summed = block_count(count, 2, peer);
+  const size_t chunks_own = n_chunks(n_own, per_chunk);
+  const size_t chunks_summed = n_chunks(n_summed, per_chunk);
+  std::byte* const scratch = state.scratch_bytes(n_summed * esize);
+  RequestList& sends = state.sends;
+  RequestList& recvs = state.recvs;
+  RequestListGuard sends_guard(sends);
+  RequestListGuard recvs_guard(recvs);
+
+  // The peer's copy of the half summed here: recvs[0, chunks_summed).
+  for (size_t c = 0; c < chunks_summed; ++c) {
+    TANDEM_ASSIGN_OR_RETURN(auto request,
+                            comm.irecv(scratch + c * per_chunk * esize,
+                                       chunk_count(n_summed, per_chunk, c) * esize, peer, tag));
+    recvs.add(std::move(request));
+  }
+  // Half r to the peer: sends[0, chunks_own).
+  for (size_t c = 0; c < chunks_own; ++c) {
+    TANDEM_ASSIGN_OR_RETURN(auto request,
+                            comm.isend(own + c * per_chunk * esize,
+                                       chunk_count(n_own, per_chunk, c) * esize, peer, tag));
+    sends.add(std::move(request));
+  }
+  // Messages of one tag match in posting order: the peer posted all of its
+  // receives of half r before any receive of the sums, and sends its half
+  // before any sum, so the two streams cannot cross.
+  for (size_t c = 0; c < std::max(chunks_summed, chunks_own); ++c) {
+    if (c < chunks_summed) {
+      TANDEM_RETURN_IF_ERROR(recvs.wait(c, deadline));
+      const size_t n = chunk_count(n_summed, per_chunk, c);
+      std::byte* chunk = summed + c * per_chunk * esize;
+      reduce_sum(chunk, scratch + c * per_chunk * esize, n, type);
+      TANDEM_ASSIGN_OR_RETURN(auto request, comm.isend(chunk, n * esize, peer, tag));
+      sends.add(std::move(request));
+    }
+    if (c < chunks_own) {
+      // The send reads this chunk until it completes; then the sum may land.
+      TANDEM_RETURN_IF_ERROR(sends.wait(c, deadline));
+      TANDEM_ASSIGN_OR_RETURN(auto request,
+                              comm.irecv(own + c * per_chunk * esize,
+                                         chunk_count(n_own, per_chunk, c) * esize, peer, tag));
+      recvs.add(std::move(request));
+    }
+  }
+  TANDEM_RETURN_IF_ERROR(recvs.wait_all(deadline));
+  return sends.wait_all(deadline);
+}
+
 absl::Status all_reduce_ring(Communicator& comm, CollectiveState& state, uint32_t tag,
                              std::byte* data, size_t count, DataType type, Deadline deadline) {
   const int p = comm.size();
@@ -69,8 +153,8 @@ absl::Status all_reduce_ring(Communicator& comm, CollectiveState& state, uint32_
   const int next = ring_mod(r + 1, p);
   const int prev = ring_mod(r - 1, p);
   const size_t esize = dtype_size(type);
-  const size_t per_chunk = chunk_elems(esize);
   const size_t max_block = block_count(count, p, 0);
+  const size_t per_chunk = all_reduce_chunk_elems(max_block, esize);
   // Two receive buffers: step s lands in one while step s-1's is reduced.
   std::byte* scratch = state.scratch_bytes(2 * max_block * esize);
   RequestList& sends = state.sends;
@@ -174,6 +258,7 @@ absl::Status Communicator::all_reduce(void* data, size_t count, DataType type, R
   if (count * esize <= kAllReduceLatencyBytes) {
     return all_reduce_doubling(*this, state, tag, bytes, count, type, deadline);
   }
+  if (size() == 2) return all_reduce_halves(*this, state, tag, bytes, count, type, deadline);
   return all_reduce_ring(*this, state, tag, bytes, count, type, deadline);
 }
 

@@ -24,6 +24,13 @@ constexpr uint32_t kWireupTag = 0xFFFFFFFFu;
 // How long a dying Request or communicator keeps progressing to get its
 // cancelled UCX requests back before it leaves them to UCX.
 constexpr auto kCancelGrace = std::chrono::seconds(2);
+// The start-up warm-up of eager receive buffers: more messages than the
+// shared memory transports' receive ring holds (UCX_*_FIFO_SIZE, 64), each
+// just under the 8 KiB rendezvous threshold that UCX picks on loopback.
+constexpr int kWarmupMessages = 160;
+constexpr size_t kWarmupBytes = 8000;
+// How long a wait busy-polls without progress before it yields the CPU.
+constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
@@ -253,19 +260,28 @@ bool UcxCommunicator::settle_locked(OpState& op) {
 }
 
 absl::Status UcxCommunicator::wait(OpState& op, Deadline deadline) {
-  for (int idle = 0;; ++idle) {
+  Clock::time_point idle_since = Clock::now();
+  for (;;) {
+    bool progressed;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (settle_locked(op)) return op.status;
-      if (ucp_worker_progress(worker_.get()) != 0) idle = 0;
+      progressed = ucp_worker_progress(worker_.get()) != 0;
       if (settle_locked(op)) return op.status;
     }
-    if (Clock::now() >= deadline) {
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat(op.is_recv ? "receive from" : "send to", " rank ", op.peer, " timed out"));
     }
-    // Busy progress is the fast path; on a crowded machine, step aside.
-    if (idle > 64) sched_yield();
+    // Busy progress is the fast path; on a crowded machine, step aside, but
+    // only after kSpinBeforeYield without progress: a yield to another
+    // runnable task costs a time slice, more than a small exchange takes.
+    if (progressed) {
+      idle_since = now;
+    } else if (now - idle_since > kSpinBeforeYield) {
+      sched_yield();
+    }
   }
 }
 
@@ -414,6 +430,27 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
     requests.push_back(std::move(s));
   }
   for (auto& r : requests) TANDEM_RETURN_IF_ERROR(r->wait(deadline));
+  requests.clear();
+
+  // Then a ring's worth of eager-sized messages each way: UCX's shared
+  // memory transports pass each eager message through one of a ring of
+  // receive descriptors (64 by default) in fresh shared pages, and the page
+  // faults of the first pass cost each small operation 3-10 us for its first
+  // calls at every new size (seen in bench sweeps as slow medians at 128 B to
+  // 8 KiB). Over TCP this is a millisecond of traffic.
+  std::vector<uint8_t> warm_out(kWarmupBytes), warm_in(kWarmupBytes);
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    for (int i = 0; i < kWarmupMessages; ++i) {
+      // The receives share one buffer: their contents are never read.
+      TANDEM_ASSIGN_OR_RETURN(auto r, irecv(warm_in.data(), kWarmupBytes, p, kWireupTag));
+      requests.push_back(std::move(r));
+      TANDEM_ASSIGN_OR_RETURN(auto s, isend(warm_out.data(), kWarmupBytes, p, kWireupTag));
+      requests.push_back(std::move(s));
+    }
+  }
+  for (auto& r : requests) TANDEM_RETURN_IF_ERROR(r->wait(deadline));
+  requests.clear();
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
   if (options.log_transports) {

@@ -113,5 +113,79 @@ TEST(ReduceSumTest, AddsInF32AndRoundsOnce) {
   EXPECT_FALSE(reducible(DataType::kU8));
 }
 
+
+// reduce_sum's vectorized conversions against the scalar ones, for every
+// 16-bit value as one operand and awkward values (zeros, subnormals, the
+// largest finite, infinities, NaNs) and random ones as the other, in a buffer
+// that starts one byte off alignment.
+void expect_sums_match_scalar(DataType type, float (*to_f32)(uint16_t),
+                              uint16_t (*from_f32)(float)) {
+  std::vector<uint16_t> others = {0x0000, 0x8000, 0x0001, 0x8001, 0x03ff, 0x0400, 0x3c00,
+                                  0xbc00, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x7d01,
+                                  0x7f7f, 0xff7f, 0x7f80, 0x0080, 0x007f, 0x3f80};
+  std::mt19937 rng(11);
+  for (int i = 0; i < 12; ++i) others.push_back(static_cast<uint16_t>(rng()));
+  const size_t n = 65536;
+  std::vector<std::byte> a_buf(2 * n + 1), b_buf(2 * n + 1);
+  std::vector<uint16_t> a(n), b(n), got(n);
+  for (uint16_t other : others) {
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = static_cast<uint16_t>(i);
+      b[i] = other;
+    }
+    std::memcpy(a_buf.data() + 1, a.data(), 2 * n);
+    std::memcpy(b_buf.data() + 1, b.data(), 2 * n);
+    reduce_sum(a_buf.data() + 1, b_buf.data() + 1, n, type);
+    std::memcpy(got.data(), a_buf.data() + 1, 2 * n);
+    int failures = 0;
+    for (size_t i = 0; i < n && failures < 10; ++i) {
+      const uint16_t want = from_f32(to_f32(a[i]) + to_f32(b[i]));
+      // Which NaN's payload survives a NaN + NaN is the FPU's choice.
+      if (std::isnan(to_f32(want)) && std::isnan(to_f32(got[i]))) continue;
+      if (got[i] != want) {
+        ++failures;
+        ADD_FAILURE() << dtype_name(type) << " " << std::hex << a[i] << " + " << b[i] << ": got "
+                      << got[i] << ", want " << want;
+      }
+    }
+  }
+}
+
+TEST(ReduceSumTest, F16MatchesScalarConversionsOnEveryValue) {
+  expect_sums_match_scalar(DataType::kF16, f16_to_f32, f32_to_f16);
+}
+
+TEST(ReduceSumTest, Bf16MatchesScalarConversionsOnEveryValue) {
+  expect_sums_match_scalar(DataType::kBF16, bf16_to_f32, f32_to_bf16);
+}
+
+TEST(ReduceSumTest, F32AndI32AtEveryLengthAndOffset) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-100.0f, 100.0f);
+  for (size_t offset : {0, 1, 2, 3}) {
+    for (size_t n = 0; n <= 67; ++n) {
+      std::vector<float> x(n), y(n);
+      std::vector<uint32_t> u(n), v(n);
+      for (size_t i = 0; i < n; ++i) {
+        x[i] = dist(rng), y[i] = dist(rng);
+        u[i] = static_cast<uint32_t>(rng()), v[i] = static_cast<uint32_t>(rng());
+      }
+      std::vector<std::byte> a(4 * n + offset + 4), b(4 * n + offset + 4);
+      std::memcpy(a.data() + offset, x.data(), 4 * n);
+      std::memcpy(b.data() + offset, y.data(), 4 * n);
+      reduce_sum(a.data() + offset, b.data() + offset, n, DataType::kF32);
+      std::vector<float> sum(n);
+      std::memcpy(sum.data(), a.data() + offset, 4 * n);
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(sum[i], x[i] + y[i]) << n << " " << i;
+      std::memcpy(a.data() + offset, u.data(), 4 * n);
+      std::memcpy(b.data() + offset, v.data(), 4 * n);
+      reduce_sum(a.data() + offset, b.data() + offset, n, DataType::kI32);
+      std::vector<uint32_t> isum(n);
+      std::memcpy(isum.data(), a.data() + offset, 4 * n);
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(isum[i], u[i] + v[i]) << n << " " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::transport
