@@ -31,7 +31,7 @@ struct Output {
 std::vector<float> read_floats(const std::filesystem::path& p) {
   const std::string bytes = slurp(p);
   std::vector<float> v(bytes.size() / sizeof(float));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
   return v;
 }
 

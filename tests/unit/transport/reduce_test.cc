@@ -15,6 +15,11 @@
 namespace tandem::transport {
 namespace {
 
+// memcpy, but defined for empty vectors (whose data() may be null).
+void copy_bytes(void* dst, const void* src, size_t n) {
+  if (n > 0) std::memcpy(dst, src, n);
+}
+
 // Reference f16 decoding from the definition.
 double f16_reference(uint16_t h) {
   const int sign = (h & 0x8000) ? -1 : 1;
@@ -133,10 +138,10 @@ void expect_sums_match_scalar(DataType type, float (*to_f32)(uint16_t),
       a[i] = static_cast<uint16_t>(i);
       b[i] = other;
     }
-    std::memcpy(a_buf.data() + 1, a.data(), 2 * n);
-    std::memcpy(b_buf.data() + 1, b.data(), 2 * n);
+    copy_bytes(a_buf.data() + 1, a.data(), 2 * n);
+    copy_bytes(b_buf.data() + 1, b.data(), 2 * n);
     reduce_sum(a_buf.data() + 1, b_buf.data() + 1, n, type);
-    std::memcpy(got.data(), a_buf.data() + 1, 2 * n);
+    copy_bytes(got.data(), a_buf.data() + 1, 2 * n);
     int failures = 0;
     for (size_t i = 0; i < n && failures < 10; ++i) {
       const uint16_t want = from_f32(to_f32(a[i]) + to_f32(b[i]));
@@ -171,17 +176,17 @@ TEST(ReduceSumTest, F32AndI32AtEveryLengthAndOffset) {
         u[i] = static_cast<uint32_t>(rng()), v[i] = static_cast<uint32_t>(rng());
       }
       std::vector<std::byte> a(4 * n + offset + 4), b(4 * n + offset + 4);
-      std::memcpy(a.data() + offset, x.data(), 4 * n);
-      std::memcpy(b.data() + offset, y.data(), 4 * n);
+      copy_bytes(a.data() + offset, x.data(), 4 * n);
+      copy_bytes(b.data() + offset, y.data(), 4 * n);
       reduce_sum(a.data() + offset, b.data() + offset, n, DataType::kF32);
       std::vector<float> sum(n);
-      std::memcpy(sum.data(), a.data() + offset, 4 * n);
+      copy_bytes(sum.data(), a.data() + offset, 4 * n);
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(sum[i], x[i] + y[i]) << n << " " << i;
-      std::memcpy(a.data() + offset, u.data(), 4 * n);
-      std::memcpy(b.data() + offset, v.data(), 4 * n);
+      copy_bytes(a.data() + offset, u.data(), 4 * n);
+      copy_bytes(b.data() + offset, v.data(), 4 * n);
       reduce_sum(a.data() + offset, b.data() + offset, n, DataType::kI32);
       std::vector<uint32_t> isum(n);
-      std::memcpy(isum.data(), a.data() + offset, 4 * n);
+      copy_bytes(isum.data(), a.data() + offset, 4 * n);
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(isum[i], u[i] + v[i]) << n << " " << i;
     }
   }
