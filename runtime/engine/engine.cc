@@ -200,8 +200,7 @@ absl::StatusOr<std::span<const float>> Engine::forward(const model::Batch& batch
     TANDEM_RETURN_IF_ERROR(broadcast_command(command, &batch));
   }
   TANDEM_RETURN_IF_ERROR(run_forward(batch));
-  int64_t n_out = 0;
-  for (int64_t i = 0; i < batch.size(); ++i) n_out += batch.wants_logits(i) ? 1 : 0;
+  const int64_t n_out = batch.n_outputs();
   return std::span<const float>(logits_.data(), n_out * config().n_vocab);
 }
 

@@ -121,8 +121,7 @@ absl::Status Engine::run_forward(const model::Batch& batch) {
   absl::Status st = model_->forward(batch, *cache_, *workspace_, *pool_, logits_, parallel_);
   if (st.ok() && comm_ != nullptr && world_.pp() > 1) {
     // The last stage's first TP rank hands the gathered logits to rank 0.
-    int64_t n_out = 0;
-    for (int64_t i = 0; i < batch.size(); ++i) n_out += batch.wants_logits(i) ? 1 : 0;
+    const int64_t n_out = batch.n_outputs();
     const size_t bytes = sizeof(float) * n_out * config().n_vocab;
     const int last = world_.rank_of(world_.pp() - 1, 0);
     const transport::Deadline deadline = transport::deadline_in(options_.step_timeout);

@@ -19,6 +19,12 @@ struct Batch {
   bool wants_logits(int64_t i) const {
     return want_logits.empty() ? i + 1 == size() : want_logits[i] != 0;
   }
+  // How many tokens want logits: the rows of the logits a forward returns.
+  int64_t n_outputs() const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < size(); ++i) n += wants_logits(i) ? 1 : 0;
+    return n;
+  }
 };
 
 }  // namespace tandem::model

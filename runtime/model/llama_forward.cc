@@ -85,8 +85,7 @@ absl::Status LlamaModel::forward(const Batch& batch, engine::KvCache& cache, Lla
                                  const ParallelContext& parallel) const {
   TANDEM_RETURN_IF_ERROR(validate(batch, cache, ws));
   const int64_t n = batch.size();
-  int64_t n_out = 0;
-  for (int64_t i = 0; i < n; ++i) n_out += batch.wants_logits(i) ? 1 : 0;
+  const int64_t n_out = batch.n_outputs();
   if (shard_.has_head && static_cast<int64_t>(logits.size()) < n_out * config_.n_vocab) {
     return absl::InvalidArgumentError("logits buffer too small");
   }
@@ -104,7 +103,7 @@ absl::Status LlamaModel::forward(const Batch& batch, engine::KvCache& cache, Lla
     const partition::Range r = partition::split_range(n, n_micro, m);
     const Batch sub = slice(batch, r.begin, r.end, m + 1 == n_micro, ws.no_logits);
     status = run_micro_batch(sub, r.begin, out_row, cache, ws, pool, logits, parallel, deadline);
-    for (int64_t i = 0; i < sub.size(); ++i) out_row += sub.wants_logits(i) ? 1 : 0;
+    out_row += sub.n_outputs();
   }
   for (auto& send : ws.sends) {
     const SyncTimer timer(ws.sync_seconds);
