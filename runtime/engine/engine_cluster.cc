@@ -125,14 +125,12 @@ absl::Status Engine::run_forward(const model::Batch& batch) {
     const size_t bytes = sizeof(float) * n_out * config().n_vocab;
     const int last = world_.rank_of(world_.pp() - 1, 0);
     const transport::Deadline deadline = transport::deadline_in(options_.step_timeout);
-    const double start = std::chrono::duration<double>(transport::Clock::now().time_since_epoch()).count();
+    const model::SyncTimer timer(workspace_->sync_seconds);
     if (n_out > 0 && world_.rank() == 0) {
       st = comm_->recv(logits_.data(), bytes, last, kLogitsTag, deadline);
     } else if (n_out > 0 && world_.rank() == last) {
       st = comm_->send(logits_.data(), bytes, 0, kLogitsTag, deadline);
     }
-    workspace_->sync_seconds +=
-        std::chrono::duration<double>(transport::Clock::now().time_since_epoch()).count() - start;
   }
   if (!st.ok() && comm_ != nullptr && !is_input_error(st)) broken_ = st;
   return st;

@@ -21,19 +21,6 @@ constexpr uint32_t kHiddenTag = 0x4844;  // "HD"
 // Pipeline micro-batches: at least this many tokens each.
 constexpr int64_t kMinMicroBatch = 16;
 
-// Adds the seconds of its scope to `total`.
-class SyncTimer {
- public:
-  explicit SyncTimer(double& total) : total_(total), start_(transport::Clock::now()) {}
-  ~SyncTimer() {
-    total_ += std::chrono::duration<double>(transport::Clock::now() - start_).count();
-  }
-
- private:
-  double& total_;
-  transport::Clock::time_point start_;
-};
-
 Batch slice(const Batch& b, int64_t begin, int64_t end, bool last,
             std::span<const uint8_t> no_logits) {
   const size_t off = static_cast<size_t>(begin);

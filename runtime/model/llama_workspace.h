@@ -3,6 +3,7 @@
 // the rank's shard's.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -10,6 +11,19 @@
 #include "transport/communicator.h"
 
 namespace tandem::model {
+
+// Adds the seconds of its scope to `total`.
+class SyncTimer {
+ public:
+  explicit SyncTimer(double& total) : total_(total), start_(transport::Clock::now()) {}
+  ~SyncTimer() {
+    total_ += std::chrono::duration<double>(transport::Clock::now() - start_).count();
+  }
+
+ private:
+  double& total_;
+  transport::Clock::time_point start_;
+};
 
 struct LlamaWorkspace {
   int64_t max_tokens = 0;
