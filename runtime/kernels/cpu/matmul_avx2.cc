@@ -243,9 +243,78 @@ struct PackedQ4Half {
   }
 };
 
-// Packed Q8_0/Q4_0 (format in matmul_kernels.h): the group's 16 rows as two
-// halves of 8 lanes, each 4-byte activation broadcast feeding 8 rows.
-template <class Half>
+// Pins v in a register at this point of the program. GCC otherwise
+// reassociates the int32 add chains of the batch kernels into trees whose
+// many partial sums spill to the stack (and runs slower than the chains).
+inline void pin(__m256i& v) { asm("" : "+x"(v)); }
+
+// Batch passes over one 8-row half of a packed group for T tokens, one block
+// column at a time: each 32-byte weight load (8 rows x 4 columns) feeds all T
+// tokens, whose int32 block sums stay in registers (T of them, with T float
+// accumulators) until the block's scales fold them in. The slab loop is the
+// outer one so that a weight register lives only while the tokens pass.
+// Q8_0: no sign trick (vpsignb competes with the multiplies for the same
+// ports on Zen 3): the weights split into their even and odd bytes as int16
+// (two shifts per load, shared by the T tokens), and vpmaddwd multiplies
+// them with the activations' int16 pairs (see activation_row_bytes).
+struct PackedQ8Pass {
+  static constexpr size_t kQuantBytes = 16 * 32;
+  template <int T>
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const*,
+                                                  const BlockSum* const*,
+                                                  const int16_t* const* xp, int64_t b,
+                                                  __m256i (&sum)[T]) {
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
+      const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+      const __m256i odd = _mm256_srai_epi16(w, 8);
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+        const int16_t* p = xp[j] + 32 * b + 4 * k;
+        const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(even, _mm256_set1_epi32(load_i32(p))),
+                                           _mm256_madd_epi16(odd, _mm256_set1_epi32(load_i32(p + 2))));
+        sum[j] = k == 0 ? s : _mm256_add_epi32(sum[j], s);
+        pin(sum[j]);
+      }
+    }
+  }
+};
+// Q4_0: unsigned nibbles times x, eight maddubs results summed in int16 (no
+// overflow, see PackedQ4Half), then the BlockSum bias removes the offset of 8.
+struct PackedQ4Pass {
+  static constexpr size_t kQuantBytes = 16 * 16;
+  template <int T>
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
+                                                  const BlockSum* const* xs,
+                                                  const int16_t* const*, int64_t b,
+                                                  __m256i (&sum)[T]) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
+      const __m256i lo = _mm256_and_si256(v, mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast_x(x[j][b].qs, k)),
+                                           _mm256_maddubs_epi16(hi, broadcast_x(x[j][b].qs, k + 4)));
+        sum[j] = k == 0 ? d : _mm256_add_epi16(sum[j], d);
+        pin(sum[j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) {
+      sum[j] = _mm256_add_epi32(_mm256_madd_epi16(sum[j], _mm256_set1_epi16(1)),
+                                _mm256_set1_epi32(xs[j][b].bias));
+    }
+  }
+};
+
+// Packed Q8_0/Q4_0 (format in matmul_kernels.h): batches take the group's 16
+// rows as two 8-row halves, one Pass each (the tokens' activations stay in L1
+// between them); one token takes both halves per block (Half).
+template <class Pass, class Half>
 struct PackedKernel {
   template <int T>
   static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
@@ -255,30 +324,35 @@ struct PackedKernel {
     const uint8_t* quants = group + nb * 16 * sizeof(uint16_t);
     const BlockQ8_0* x[T];
     const BlockSum* xs[T];
+    const int16_t* xp[T];
     for (int j = 0; j < T; ++j) {
       const uint8_t* row = a.x + (t + j) * a.x_stride;
       x[j] = reinterpret_cast<const BlockQ8_0*>(row);
       xs[j] = reinterpret_cast<const BlockSum*>(row + a.x_sums_offset);
+      xp[j] = reinterpret_cast<const int16_t*>(row + a.x_pairs_offset);
     }
-    __m256 acc[2][T];
-#pragma GCC unroll 16
-    for (int j = 0; j < T; ++j) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        Half w;
-        w.load(quants + b * Half::kQuantBytes + 32 * h);
+    // The float sums live in memory (one load and store per block and
+    // token): the registers go to the T int32 sums of the block.
+    __m256 out[2][T];
+    for (int h = 0; h < 2; ++h) {
+      alignas(32) float acc[T][8] = {};
+      for (int64_t b = 0; b < nb; ++b) {
+        __m256i sum[T];
+        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h, x, xs, xp, b, sum);
         const __m256 dw = _mm256_cvtph_ps(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 16 + 8 * h)));
 #pragma GCC unroll 16
         for (int j = 0; j < T; ++j) {
-          const __m256i s = w.dot(x[j][b].qs, xs[j][b].bias);
           const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[j][b].d));
-          acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[h][j]);
+          __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[j]), d, _mm256_load_ps(acc[j]));
+          asm("" : "+x"(v));
+          _mm256_store_ps(acc[j], v);
         }
       }
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) out[h][j] = _mm256_load_ps(acc[j]);
     }
-    store<T>(a, r, t, n_valid, acc);
+    store<T>(a, r, t, n_valid, out);
   }
 
   // Stores only the first n_valid rows: the padding rows of the last group
@@ -402,9 +476,9 @@ const KernelTable& avx2_kernels() {
     t.f16 = {rows_kernel<FloatKernel<LoadF16, LoadF32>, 4, 3, 4>, convert_f16_avx2, 4};
     t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 3, 4>, nullptr, 4};
     t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
-              packed_rows_kernel<PackedKernel<PackedQ8Half>, 4>};
+              packed_rows_kernel<PackedKernel<PackedQ8Pass, PackedQ8Half>, 8>, true};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
-              packed_rows_kernel<PackedKernel<PackedQ4Half>, 4>};
+              packed_rows_kernel<PackedKernel<PackedQ4Pass, PackedQ4Half>, 8>};
     t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4};
     add_avx2_quant_kernels(t);
     return t;

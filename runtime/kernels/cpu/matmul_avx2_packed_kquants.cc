@@ -21,6 +21,11 @@ namespace {
 
 #include "runtime/kernels/cpu/tile_driver.inc"
 
+// Pins v in a register at this point of the program. GCC otherwise
+// reassociates the add chains of the batch kernels into trees whose many
+// partial sums spill to the stack (and run slower than the chains).
+inline void pin(__m256i& v) { asm("" : "+x"(v)); }
+
 inline __m256i load256(const void* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
@@ -97,7 +102,10 @@ struct PackedQ45KKernel {
     return _mm256_set1_epi32(v);
   }
 
-  // Adds super-block b (packed at `o`) of 16 rows times T tokens to acc.
+  // Adds super-block b (packed at `o`) of 16 rows times T tokens to acc:
+  // per 8-row half, each weight load feeds all T tokens, whose int16 and
+  // int32 sums stay in registers (pinned, see pin()); the minima's term
+  // follows the sub-block loop so that its sums are not live during it.
   template <int T>
   [[gnu::always_inline]] static inline void superblock(const uint8_t* o,
                                                        const BlockQ8_K* const* x, int64_t b,
@@ -112,18 +120,12 @@ struct PackedQ45KKernel {
                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums + 8)));
       _mm256_store_si256(reinterpret_cast<__m256i*>(bs[j]), _mm256_cvtepi16_epi32(pairs));
     }
-#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       HalfScales hs;
       decode_scales(o, h, hs);
-      __m256i sumi[T], summ[T];
-#pragma GCC unroll 8
-      for (int j = 0; j < T; ++j) sumi[j] = summ[j] = _mm256_setzero_si256();
+      __m256i sumi[T];
       for (int s = 0; s < 8; ++s) {
         const uint8_t* q = o + 256 + 256 * s + 32 * h;
-        const __m256i sc = widen8(hs.sc + 8 * s);
-        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-        const __m256i m = widen8(hs.m + 8 * s);
         __m256i p[T], p2[T];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
@@ -138,21 +140,34 @@ struct PackedQ45KKernel {
                                                _mm256_maddubs_epi16(hi, broadcast4(xq + 16)));
             if (kFive && k >= 2) {
               p2[j] = k == 2 ? d : _mm256_add_epi16(p2[j], d);
+              pin(p2[j]);
             } else {
               p[j] = k == 0 ? d : _mm256_add_epi16(p[j], d);
+              pin(p[j]);
             }
           }
         }
+        const __m256i sc = widen8(hs.sc + 8 * s);
+        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
-          sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p[j], sc_pair));
-          if constexpr (kFive) {
-            sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p2[j], sc_pair));
-          }
-          // m (< 64) in the low int16 of each lane times the sub-block sum
-          // of x (|.| < 2^15) in the low int16 of the broadcast: the high
-          // halves multiply zero.
-          summ[j] = _mm256_add_epi32(summ[j], _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][s])));
+          __m256i v = _mm256_madd_epi16(p[j], sc_pair);
+          if constexpr (kFive) v = _mm256_add_epi32(v, _mm256_madd_epi16(p2[j], sc_pair));
+          sumi[j] = s == 0 ? v : _mm256_add_epi32(sumi[j], v);
+          pin(sumi[j]);
+        }
+      }
+      // m (< 64) in the low int16 of each lane times the sub-block sum of x
+      // (|.| < 2^15) in the low int16 of the broadcast: the high halves
+      // multiply zero.
+      __m256i summ[T];
+      for (int s = 0; s < 8; ++s) {
+        const __m256i m = widen8(hs.m + 8 * s);
+#pragma GCC unroll 8
+        for (int j = 0; j < T; ++j) {
+          const __m256i v = _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][s]));
+          summ[j] = s == 0 ? v : _mm256_add_epi32(summ[j], v);
+          pin(summ[j]);
         }
       }
       const __m256 d =
@@ -364,7 +379,8 @@ struct PackedQ6KKernel {
     int32_t off[T][16];
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) offsets(x[j][b], off[j]);
-#pragma GCC unroll 2
+    // The halves in turn, not unrolled: acc stays in memory while the T
+    // int32 sums and a sub-block's quants take the registers.
     for (int h = 0; h < 2; ++h) {
       __m256i sumi[T];
 #pragma GCC unroll 8
@@ -375,6 +391,7 @@ struct PackedQ6KKernel {
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           sumi[j] = dot(q, scp, off[j][s], x[j][b].qs + 16 * s, sumi[j]);
+          pin(sumi[j]);
         }
       }
       const __m256 d =
