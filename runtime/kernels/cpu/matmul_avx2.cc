@@ -257,56 +257,83 @@ inline void pin(__m256i& v) { asm("" : "+x"(v)); }
 // ports on Zen 3): the weights split into their even and odd bytes as int16
 // (two shifts per load, shared by the T tokens), and vpmaddwd multiplies
 // them with the activations' int16 pairs (see activation_row_bytes).
+template <int H>
 struct PackedQ8Pass {
+  static constexpr int kHalves = H;
   static constexpr size_t kQuantBytes = 16 * 32;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const*,
                                                   const BlockSum* const*,
                                                   const int16_t* const* xp, int64_t b,
-                                                  __m256i (&sum)[T]) {
+                                                  __m256i (&sum)[H][T]) {
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
-      const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
-      const __m256i odd = _mm256_srai_epi16(w, 8);
+      __m256i even[H], odd[H];
+#pragma GCC unroll 2
+      for (int h = 0; h < H; ++h) {
+        const __m256i w =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k + 32 * h));
+        even[h] = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+        odd[h] = _mm256_srai_epi16(w, 8);
+      }
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) {
         const int16_t* p = xp[j] + 32 * b + 4 * k;
-        const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(even, _mm256_set1_epi32(load_i32(p))),
-                                           _mm256_madd_epi16(odd, _mm256_set1_epi32(load_i32(p + 2))));
-        sum[j] = k == 0 ? s : _mm256_add_epi32(sum[j], s);
-        pin(sum[j]);
+        const __m256i xe = _mm256_set1_epi32(load_i32(p));
+        const __m256i xo = _mm256_set1_epi32(load_i32(p + 2));
+#pragma GCC unroll 2
+        for (int h = 0; h < H; ++h) {
+          const __m256i s =
+              _mm256_add_epi32(_mm256_madd_epi16(even[h], xe), _mm256_madd_epi16(odd[h], xo));
+          sum[h][j] = k == 0 ? s : _mm256_add_epi32(sum[h][j], s);
+          pin(sum[h][j]);
+        }
       }
     }
   }
 };
 // Q4_0: unsigned nibbles times x, eight maddubs results summed in int16 (no
 // overflow, see PackedQ4Half), then the BlockSum bias removes the offset of 8.
+template <int H>
 struct PackedQ4Pass {
+  static constexpr int kHalves = H;
   static constexpr size_t kQuantBytes = 16 * 16;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
                                                   const BlockSum* const* xs,
                                                   const int16_t* const*, int64_t b,
-                                                  __m256i (&sum)[T]) {
+                                                  __m256i (&sum)[H][T]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k));
-      const __m256i lo = _mm256_and_si256(v, mask);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+      __m256i lo[H], hi[H];
+#pragma GCC unroll 2
+      for (int h = 0; h < H; ++h) {
+        const __m256i v =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k + 32 * h));
+        lo[h] = _mm256_and_si256(v, mask);
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+      }
 #pragma GCC unroll 8
       for (int j = 0; j < T; ++j) {
-        const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast_x(x[j][b].qs, k)),
-                                           _mm256_maddubs_epi16(hi, broadcast_x(x[j][b].qs, k + 4)));
-        sum[j] = k == 0 ? d : _mm256_add_epi16(sum[j], d);
-        pin(sum[j]);
+        const __m256i xl = broadcast_x(x[j][b].qs, k);
+        const __m256i xh = broadcast_x(x[j][b].qs, k + 4);
+#pragma GCC unroll 2
+        for (int h = 0; h < H; ++h) {
+          const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], xl),
+                                             _mm256_maddubs_epi16(hi[h], xh));
+          sum[h][j] = k == 0 ? d : _mm256_add_epi16(sum[h][j], d);
+          pin(sum[h][j]);
+        }
       }
     }
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) {
 #pragma GCC unroll 8
-    for (int j = 0; j < T; ++j) {
-      sum[j] = _mm256_add_epi32(_mm256_madd_epi16(sum[j], _mm256_set1_epi16(1)),
-                                _mm256_set1_epi32(xs[j][b].bias));
+      for (int j = 0; j < T; ++j) {
+        sum[h][j] = _mm256_add_epi32(_mm256_madd_epi16(sum[h][j], _mm256_set1_epi16(1)),
+                                     _mm256_set1_epi32(xs[j][b].bias));
+      }
     }
   }
 };
@@ -333,24 +360,31 @@ struct PackedKernel {
     }
     // The float sums live in memory (one load and store per block and
     // token): the registers go to the T int32 sums of the block.
-    __m256 out[2][T];
-    for (int h = 0; h < 2; ++h) {
-      alignas(32) float acc[T][8] = {};
+    constexpr int H = Pass::kHalves;
+    alignas(32) float acc[2][T][8] = {};
+    for (int h0 = 0; h0 < 2; h0 += H) {
       for (int64_t b = 0; b < nb; ++b) {
-        __m256i sum[T];
-        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h, x, xs, xp, b, sum);
-        const __m256 dw = _mm256_cvtph_ps(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 16 + 8 * h)));
+        __m256i sum[H][T];
+        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h0, x, xs, xp, b, sum);
+#pragma GCC unroll 2
+        for (int h = 0; h < H; ++h) {
+          const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(
+              reinterpret_cast<const __m128i*>(scales + b * 16 + 8 * (h0 + h))));
 #pragma GCC unroll 16
-        for (int j = 0; j < T; ++j) {
-          const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[j][b].d));
-          __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[j]), d, _mm256_load_ps(acc[j]));
-          asm("" : "+x"(v));
-          _mm256_store_ps(acc[j], v);
+          for (int j = 0; j < T; ++j) {
+            float* o = acc[h0 + h][j];
+            const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[j][b].d));
+            __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h][j]), d, _mm256_load_ps(o));
+            asm("" : "+x"(v));
+            _mm256_store_ps(o, v);
+          }
         }
       }
-#pragma GCC unroll 16
-      for (int j = 0; j < T; ++j) out[h][j] = _mm256_load_ps(acc[j]);
+    }
+    __m256 out[2][T];
+    for (int j = 0; j < T; ++j) {
+      out[0][j] = _mm256_load_ps(acc[0][j]);
+      out[1][j] = _mm256_load_ps(acc[1][j]);
     }
     store<T>(a, r, t, n_valid, out);
   }
@@ -476,9 +510,9 @@ const KernelTable& avx2_kernels() {
     t.f16 = {rows_kernel<FloatKernel<LoadF16, LoadF32>, 4, 3, 4>, convert_f16_avx2, 4};
     t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 3, 4>, nullptr, 4};
     t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
-              packed_rows_kernel<PackedKernel<PackedQ8Pass, PackedQ8Half>, 8>, true};
+              packed_rows_kernel<PackedKernel<PackedQ8Pass<2>, PackedQ8Half>, 4>, true};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
-              packed_rows_kernel<PackedKernel<PackedQ4Pass, PackedQ4Half>, 8>};
+              packed_rows_kernel<PackedKernel<PackedQ4Pass<2>, PackedQ4Half>, 4>};
     t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4};
     add_avx2_quant_kernels(t);
     return t;
