@@ -120,6 +120,27 @@ TEST(MultiprocGenerate, QuantizedTensorParallel) {
   EXPECT_LE(max_abs_diff(a, b), 3e-2f);
 }
 
+// Two ranks started by hand (--rank/--world-size/--master), the second on a
+// "box" without the model file: it streams its shard from rank 0 over UCX,
+// and the answer is the single rank's.
+TEST(MultiprocGenerate, ARankWithoutTheFileStreamsItsShard) {
+  const std::string master = "127.0.0.1:" + std::to_string(20000 + getpid() % 20000);
+  const auto worker_err = std::filesystem::temp_directory_path() /
+                          ("tandem-stream-worker-" + std::to_string(getpid()));
+  const std::string worker = "\"$0\" generate --model /nonexistent/no-copy-here.gguf"
+                             " --prompt x --threads 1 --tp 2 --rank 1 --world-size 2 --master " +
+                             master + " 2>" + worker_err.string();
+  const Output got = generate("--tp 2 --rank 0 --world-size 2 --master " + master, kModel,
+                              "sh -c '" + worker + " & exec \"$0\" \"$@\"'",
+                              "TANDEM_CLUSTER_TOKEN=stream-test");
+  expect_single_rank_answer(got);
+  EXPECT_NE(got.run.err.find("streamed"), std::string::npos) << got.run.err;
+  const std::string err = slurp(worker_err);
+  std::filesystem::remove(worker_err);
+  EXPECT_NE(err.find("is not on this box: streaming its shard from rank 0"), std::string::npos)
+      << err;
+}
+
 TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
   const Output got = generate("--tp 2 --local-ranks 3");
   EXPECT_EQ(got.run.code, 2) << got.run.err;
