@@ -1,4 +1,5 @@
 #include "tests/multiproc/ucx_scenarios.h"
+#include "tests/support/allocation_counter.h"
 
 #include <signal.h>
 
@@ -333,9 +334,9 @@ absl::Status no_alloc(Communicator& comm) {
     return s->wait(deadline_in(milliseconds(5000)));
   };
   for (int i = 0; i < 20; ++i) TANDEM_RETURN_IF_ERROR(step());
-  const int64_t before = allocations_so_far();
+  const int64_t before = tandem::testing::allocations_on_this_thread();
   for (int i = 0; i < 200; ++i) TANDEM_RETURN_IF_ERROR(step());
-  const int64_t allocated = allocations_so_far() - before;
+  const int64_t allocated = tandem::testing::allocations_on_this_thread() - before;
   if (allocated != 0) {
     return absl::InternalError(absl::StrCat("rank ", comm.rank(), ": 200 exchange steps made ",
                                             allocated, " heap allocations"));
