@@ -57,7 +57,7 @@ absl::StatusOr<std::vector<tr::LinkMeasurement>> check_links(tr::Communicator& c
       if (f.require == "rdma" && kind != tr::LinkKind::kRdma) {
         return absl::FailedPreconditionError(absl::StrCat(
             "--require-link rdma: link rank ", m.rank_a, " <-> ", m.rank_b, " runs over ",
-            tr::link_kind_name(kind), m.path.empty() ? "" : " (", m.path,
+            std::string(tr::link_kind_name(kind)), m.path.empty() ? "" : " (", m.path,
             m.path.empty() ? "" : ")", ", not RDMA; see the warnings above, or pass "
             "--require-link any to start anyway"));
       }
