@@ -68,6 +68,14 @@ TEST(MultiprocUcx, CollectivesOverSmSelfTcp) {
   expect_all_ok({.world = 2, .scenario = "ucx_collectives", .tls = "sm,self,tcp"});
 }
 
+// Two all_reduces per layer per token: after a warm-up they (and a pipeline
+// hop's tagged exchange) allocate nothing, over TCP and over shared memory.
+TEST(MultiprocUcx, DecodeSizedExchangesAllocateNothing) {
+  expect_all_ok({.world = 2, .scenario = "ucx_no_alloc", .tls = "tcp"});
+  expect_all_ok({.world = 2, .scenario = "ucx_no_alloc", .tls = "sm,self,tcp",
+                 .peer_failure = false});
+}
+
 TEST(MultiprocUcx, FourRanksOverTcp) {
   expect_all_ok({.world = 4, .scenario = "ucx_all", .tls = "tcp"});
 }

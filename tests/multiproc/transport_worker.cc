@@ -4,8 +4,11 @@
 // kExitPeerLost (42) on UNAVAILABLE or DEADLINE_EXCEEDED (what a survivor of
 // a dead peer or a dead link must see), 3 on any other error; a crash or an
 // abort shows as a signal instead.
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +19,37 @@
 #include "tests/multiproc/ucx_scenarios.h"
 #endif
 
+// Every operator new is counted per thread, for the "ucx_no_alloc" scenario:
+// rank 0's bootstrap store runs on its own thread and serves the other ranks'
+// requests (a barrier once they finish) while rank 0 still counts.
+namespace {
+thread_local int64_t t_allocations = 0;
+// Out of line, so that GCC 12 does not pair malloc and free across operators.
+[[gnu::noinline]] void* counted_malloc(size_t n) {
+  ++t_allocations;
+  return std::malloc(n == 0 ? 1 : n);
+}
+[[gnu::noinline]] void counted_free(void* p) { std::free(p); }
+}  // namespace
+
+void* operator new(size_t n) {
+  if (void* p = counted_malloc(n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](size_t n) { return operator new(n); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void* operator new[](size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, size_t) noexcept { counted_free(p); }
+
 namespace tandem::transport {
+
+int64_t allocations_so_far() { return t_allocations; }
+
 namespace {
 
 absl::Status rendezvous(Bootstrap& boot) {

@@ -355,6 +355,32 @@ absl::Status link_probe_peer_dies(Communicator& comm) {
   return s.ok() ? absl::InternalError("the probe passed with a dead peer") : s;
 }
 
+// What the decode path does per layer (an all_reduce of a hidden state) and
+// per pipeline hop (a tagged exchange), repeated after a warm-up: none of it
+// may allocate, at either end.
+absl::Status no_alloc(Communicator& comm) {
+  std::vector<float> hidden(2048, 1.0f);
+  const int peer = (comm.rank() + 1) % comm.size();
+  auto step = [&]() -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(comm.all_reduce(hidden.data(), hidden.size(), DataType::kF32,
+                                           ReduceOp::kSum, deadline_in(milliseconds(5000))));
+    std::fill(hidden.begin(), hidden.end(), 1.0f);
+    TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(hidden.data(), 4096, peer, 21));
+    TANDEM_ASSIGN_OR_RETURN(auto s, comm.isend(hidden.data() + 1024, 4096, peer, 21));
+    TANDEM_RETURN_IF_ERROR(r->wait(deadline_in(milliseconds(5000))));
+    return s->wait(deadline_in(milliseconds(5000)));
+  };
+  for (int i = 0; i < 20; ++i) TANDEM_RETURN_IF_ERROR(step());
+  const int64_t before = allocations_so_far();
+  for (int i = 0; i < 200; ++i) TANDEM_RETURN_IF_ERROR(step());
+  const int64_t allocated = allocations_so_far() - before;
+  if (allocated != 0) {
+    return absl::InternalError(absl::StrCat("rank ", comm.rank(), ": 200 exchange steps made ",
+                                            allocated, " heap allocations"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
@@ -380,6 +406,8 @@ absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
     s = link_probe(*comm);
   } else if (scenario == "ucx_link_probe_peer_dies") {
     return link_probe_peer_dies(*comm);  // a rank is gone: no final barrier
+  } else if (scenario == "ucx_no_alloc") {
+    s = no_alloc(*comm);
   } else if (scenario == "ucx_bench") {
     s = bench(*comm);
   } else {
