@@ -3,6 +3,7 @@
 // the F32 fixture, for TP=2, PP=2, TP=2 x PP=2 and TP=4 over UCX (TCP and
 // shared memory) and for TP=2 and PP=2 under mpirun. Also: a lost rank is a
 // clear error, not a hang.
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -82,6 +83,8 @@ TEST(MultiprocGenerate, TensorParallelOverUcxTcp) {
   EXPECT_NE(got.run.err.find("2 ranks over ucx, started on this box; layout tp 2 x pp 1"),
             std::string::npos)
       << got.run.err;
+  // The start-up link check says what it measured.
+  EXPECT_NE(got.run.err.find("link rank 0 <-> 1: ucx tcp/"), std::string::npos) << got.run.err;
   expect_single_rank_answer(got);
 }
 
@@ -149,6 +152,28 @@ TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
   EXPECT_EQ(bad.run.code, 2) << bad.run.err;
   EXPECT_NE(bad.run.err.find("tp 3 cannot split 8 heads with 4 KV heads"), std::string::npos)
       << bad.run.err;
+}
+
+// --min-link-bandwidth and --require-link refuse to start on a link that
+// measures less, naming the figure, promptly, on every rank.
+TEST(MultiprocGenerate, LinkCheckRefusesASlowLink) {
+  const auto start = std::chrono::steady_clock::now();
+  const Output slow = generate("--tp 2 --local-ranks 2 --min-link-bandwidth 1000GB/s");
+  EXPECT_NE(slow.run.code, 0) << slow.run.err;
+  EXPECT_NE(slow.run.err.find("--min-link-bandwidth 1000GB/s: link rank 0 <-> 1 measured "),
+            std::string::npos)
+      << slow.run.err;
+  EXPECT_NE(slow.run.err.find("GB/s, below the 1000.00 GB/s asked for"), std::string::npos)
+      << slow.run.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+  const Output tcp = generate("--tp 2 --local-ranks 2 --require-link rdma");
+  EXPECT_NE(tcp.run.code, 0) << tcp.run.err;
+  EXPECT_NE(tcp.run.err.find("--require-link rdma: link rank 0 <-> 1 runs over tcp"),
+            std::string::npos)
+      << tcp.run.err;
+  const Output skipped = generate("--tp 2 --local-ranks 2 --skip-link-check");
+  EXPECT_EQ(skipped.run.code, 0) << skipped.run.err;
+  EXPECT_EQ(skipped.run.err.find("link rank 0"), std::string::npos) << skipped.run.err;
 }
 
 }  // namespace

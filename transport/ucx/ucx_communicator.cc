@@ -103,6 +103,9 @@ class UcxCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string_view backend() const override { return "ucx"; }
+  std::string link_path(int peer) const override {
+    return peer >= 0 && peer < static_cast<int>(paths_.size()) ? paths_[peer] : "";
+  }
   absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
                                                  uint32_t tag) override;
   absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
@@ -147,6 +150,7 @@ class UcxCommunicator final : public Communicator {
   ucx::Context context_;
   ucx::Worker worker_;  // destroyed before context_
   std::vector<ucp_ep_h> eps_;
+  std::vector<std::string> paths_;  // what UCX picked for each endpoint, read once wired up
   std::vector<std::unique_ptr<PeerSlot>> slots_;
   std::vector<absl::Status> peer_status_;  // UNAVAILABLE once a peer failed
   LiveOps live_;                           // ops UCX still holds
@@ -544,12 +548,13 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   requests.clear();
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
+  for (int p = 0; p < size_; ++p) paths_.push_back(ucx::endpoint_transports(eps_[p]));
   if (options.log_transports) {
     int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
     log_line(absl::StrCat(
         "rank ", rank_, ": UCX_TLS=", std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "(default)",
         ", peer failure detection ", options.peer_failure_detection ? "on" : "off", ", to rank ",
-        peer, ": ", ucx::endpoint_transports(eps_[peer])));
+        peer, ": ", paths_[peer]));
   }
   return absl::OkStatus();
 }
