@@ -473,7 +473,10 @@ struct PackedQ6KKernel {
 void add_avx2_packed_kquant_kernels(KernelTable& t) {
   t.q4_k.packed_rows = packed_rows_kernel<PackedQ45KKernel<false>, 4>;
   t.q5_k.packed_rows = packed_rows_kernel<PackedQ45KKernel<true>, 4>;
-  t.q6_k.packed_rows = packed_rows_kernel<PackedQ6KKernel, 4>;
+  // Q6_K's per-token state is one int32 sum, so 8 tokens fit the registers
+  // and share each sub-block's unpacking (11% faster than 4 here; Q4_K, with
+  // an int16 and an int32 sum per token, gains nothing from 6).
+  t.q6_k.packed_rows = packed_rows_kernel<PackedQ6KKernel, 8>;
 }
 
 }  // namespace tandem::kernels::internal
