@@ -43,6 +43,9 @@ std::vector<Case> cases() {
   const AttentionShape shapes[] = {{8, 8, 64}, {16, 4, 128}, {8, 1, 72}, {32, 4, 64}};
   for (const AttentionShape& s : shapes) {
     for (int64_t bs : {16, 5}) {
+      // Blocks of 5 (tails in every SIMD loop) on two shapes only: the test
+      // also runs under qemu.
+      if (bs == 5 && s.n_kv_heads != 1 && s.n_heads != 32) continue;
       const std::string tag = "h" + std::to_string(s.n_heads) + "_kv" +
                               std::to_string(s.n_kv_heads) + "_d" + std::to_string(s.head_dim) +
                               "_bs" + std::to_string(bs);
@@ -213,7 +216,7 @@ TEST(AttentionTest, MatchesFloat64Reference) {
       }
     }
   }
-  EXPECT_GT(checked, 100);
+  EXPECT_GT(checked, 60);
 }
 
 TEST(AttentionTest, RefusesShapesTheKernelsCannotRun) {
