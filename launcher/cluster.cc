@@ -29,9 +29,17 @@ Cluster::Cluster() = default;
 
 Cluster::~Cluster() { leave(); }
 
+tr::Bootstrap* Cluster::bootstrap() const { return static_cast<tr::Bootstrap*>(bootstrap_.get()); }
+
+LocalRanks* Cluster::local_ranks() const {
+  return children_ != nullptr ? &children_->ranks : nullptr;
+}
+
 void Cluster::leave() {
   if (children_ != nullptr) children_->ranks.set_comm(nullptr);
-  if (bootstrap_ != nullptr && comm_ != nullptr) {
+  // A dead local rank would never reach the barrier.
+  const bool child_failed = children_ != nullptr && children_->ranks.failure().has_value();
+  if (bootstrap_ != nullptr && comm_ != nullptr && !child_failed) {
     // No rank closes its endpoints while a peer may still use them (UCX then
     // reconnects and logs refused connections). Short: a rank may be dead.
     auto* boot = static_cast<tr::Bootstrap*>(bootstrap_.get());
@@ -60,11 +68,16 @@ void add_cluster_flags(CLI::App& command, ClusterFlags& f, bool with_local_ranks
   command.add_option("--rendezvous-timeout", f.rendezvous_timeout_s,
                      "seconds to wait for every rank to join")
       ->check(CLI::Range(1, 3600));
+  add_link_check_flags(command, f.link);
 }
 
 namespace {
 
 absl::StatusOr<tr::BootstrapConfig> config_from_flags(const ClusterFlags& f) {
+  if (f.rank == 0 && f.world_size == 1 && f.master.empty()) {
+    tr::BootstrapConfig alone;  // one rank: no rendezvous
+    return alone;
+  }
   if (f.rank < 0 || f.world_size <= 0 || f.master.empty()) {
     return absl::InvalidArgumentError("--rank, --world-size and --master go together");
   }
@@ -101,9 +114,20 @@ bool environment_names_a_cluster() {
   return size != nullptr && std::getenv("TANDEM_RANK") != nullptr;
 }
 
+// Every rank of a joined cluster checks its links, rank 0 leading.
+absl::Status check_cluster_links(Cluster& c, const ClusterFlags& f,
+                                 std::vector<tr::LinkMeasurement>& links,
+                                 std::chrono::milliseconds timeout) {
+  if (c.comm() == nullptr || c.size() < 2) return absl::OkStatus();
+  TANDEM_ASSIGN_OR_RETURN(links, check_links(*c.comm(), f.link, timeout));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, int default_ranks) {
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(
+    const ClusterFlags& f, int default_ranks, const std::map<std::string, std::string>& child_env) {
+  TANDEM_RETURN_IF_ERROR(min_link_gbps(f.link).status());
   std::unique_ptr<Cluster> c(new Cluster());
   const auto timeout = std::chrono::milliseconds(int64_t{1000} * f.rendezvous_timeout_s);
   const bool local_child = started_as_local_rank();
@@ -113,6 +137,11 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
   by_mpirun = tr::launched_by_mpirun();
 #endif
   const int local_ranks = f.local_ranks > 0 ? f.local_ranks : default_ranks;
+  if (f.local_ranks > 0 && explicit_rank && !local_child) {
+    return absl::InvalidArgumentError(
+        "--local-ranks starts the whole cluster on this box: drop --rank, --world-size and "
+        "--master");
+  }
 
   // MPI: its own launcher, its own transport.
   if (by_mpirun && !local_child && !explicit_rank && (f.transport == "auto" || f.transport == "mpi")) {
@@ -124,6 +153,8 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
       c->ranks_on_this_box_ = std::max(1, std::atoi(local));
     }
+    c->launch_ = "mpirun";
+    TANDEM_RETURN_IF_ERROR(check_cluster_links(*c, f, c->links_, timeout));
     return c;
 #endif
   }
@@ -141,6 +172,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     c->size_ = n;
     c->ranks_on_this_box_ = n;
     c->description_ = absl::StrCat(n, " ranks as threads of this process (local transport)");
+    c->launch_ = "local-ranks";  // threads: nothing to measure between them
     return c;
   }
 
@@ -149,9 +181,13 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
   if (local_child || (!explicit_rank && (environment_names_a_cluster() || by_mpirun))) {
     TANDEM_ASSIGN_OR_RETURN(config, tr::config_from_env());
     how = local_child ? "started on this box" : "ranks from the environment";
+    c->launch_ = local_child                                       ? "local-ranks"
+                 : std::getenv("TANDEM_RANK") == nullptr && by_mpirun ? "mpirun"
+                                                                      : "env";
   } else if (explicit_rank) {
     TANDEM_ASSIGN_OR_RETURN(config, config_from_flags(f));
     how = "ranks from the command line";
+    c->launch_ = "env";
   } else if (local_ranks > 1) {
     config.rank = 0;
     config.world_size = local_ranks;
@@ -161,21 +197,26 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     c->children_ = std::make_unique<Children>();
     Children* children = c->children_.get();
     const std::string token = config.token;
-    config.on_listening = [children, local_ranks, token, timeout](uint16_t port) {
-      return children->ranks.spawn(
-          local_ranks, {{"TANDEM_WORLD_SIZE", std::to_string(local_ranks)},
-                        {"TANDEM_MASTER_ADDR", "127.0.0.1"},
-                        {"TANDEM_MASTER_PORT", std::to_string(port)},
-                        {"TANDEM_CLUSTER_TOKEN", token},
-                        // stdout is rank 0's output; UCX logs to it by default.
-                        {"UCX_LOG_FILE", std::getenv("UCX_LOG_FILE") ? std::getenv("UCX_LOG_FILE") : "stderr"},
-                        {"TANDEM_BOOTSTRAP_TIMEOUT_MS", std::to_string(timeout.count())}});
+    config.on_listening = [children, local_ranks, token, timeout, child_env](uint16_t port) {
+      std::map<std::string, std::string> env = child_env;
+      env["TANDEM_WORLD_SIZE"] = std::to_string(local_ranks);
+      env["TANDEM_MASTER_ADDR"] = "127.0.0.1";
+      env["TANDEM_MASTER_PORT"] = std::to_string(port);
+      env["TANDEM_CLUSTER_TOKEN"] = token;
+      // stdout is rank 0's output; UCX logs to it by default.
+      env["UCX_LOG_FILE"] = std::getenv("UCX_LOG_FILE") ? std::getenv("UCX_LOG_FILE") : "stderr";
+      env["TANDEM_BOOTSTRAP_TIMEOUT_MS"] = std::to_string(timeout.count());
+      return children->ranks.spawn(local_ranks, env);
     };
     how = "started on this box";
+    c->launch_ = "local-ranks";
   } else {
     return c;  // one rank alone
   }
-  if (config.world_size == 1) return c;
+  if (config.world_size == 1) {
+    c->launch_ = "single";
+    return c;
+  }
   config.timeout = timeout;
 #ifdef TANDEM_HAVE_UCX
   TANDEM_ASSIGN_OR_RETURN(auto boot, tr::Bootstrap::create(config));
@@ -194,9 +235,12 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Join(const ClusterFlags& f, in
     c->ranks_on_this_box_ = config.world_size;
   } else if (const char* local = std::getenv("TANDEM_LOCAL_WORLD_SIZE")) {
     c->ranks_on_this_box_ = std::max(1, std::atoi(local));
+  } else if (const char* ompi = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+    c->ranks_on_this_box_ = std::max(1, std::atoi(ompi));
   }
   c->description_ = absl::StrCat(c->size_, " ranks over ucx", f.shared_memory ? " (shared memory)" : "",
                                  ", ", how);
+  TANDEM_RETURN_IF_ERROR(check_cluster_links(*c, f, c->links_, timeout));
   return c;
 #else
   return absl::UnimplementedError("this build has no UCX transport");

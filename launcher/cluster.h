@@ -8,21 +8,32 @@
 // - `--local-ranks N`: this process is rank 0 and starts ranks 1..N-1 as
 //   processes of this same command (UCX), or as threads (`--transport local`);
 // - none of these: one rank alone, no communicator.
+// Once joined, and before any model loads, the ranks check their links
+// (launcher/link_check.h) unless --skip-link-check.
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "launcher/link_check.h"
 #include "transport/communicator.h"
+#include "transport/link_probe.h"
 
 namespace CLI {
 class App;
 }
 
+namespace tandem::transport {
+class Bootstrap;
+}
+
 namespace tandem::launcher {
+
+class LocalRanks;
 
 struct ClusterFlags {
   int local_ranks = 0;             // 0: not given
@@ -33,6 +44,7 @@ struct ClusterFlags {
   std::string master;  // ADDR:PORT of rank 0's rendezvous store
   std::string cluster_token_file;
   int rendezvous_timeout_s = 60;
+  LinkCheckFlags link;
 };
 // `with_local_ranks`: false for commands whose rank count comes from their
 // layout alone (or that own a --local-ranks of their own).
@@ -42,8 +54,10 @@ class Cluster {
  public:
   // `default_ranks`: the local ranks to start when the command needs several
   // and no launch mode says otherwise (0: one rank).
-  static absl::StatusOr<std::unique_ptr<Cluster>> Join(const ClusterFlags& flags,
-                                                       int default_ranks = 0);
+  // `child_env` goes into the environment of the local ranks it starts.
+  static absl::StatusOr<std::unique_ptr<Cluster>> Join(
+      const ClusterFlags& flags, int default_ranks = 0,
+      const std::map<std::string, std::string>& child_env = {});
   ~Cluster();
 
   int rank() const { return rank_; }
@@ -59,6 +73,18 @@ class Cluster {
   }
   // "2 ranks, ucx over tcp, started on this box", for the log.
   const std::string& description() const { return description_; }
+  // How the ranks were started: "single", "local-ranks", "mpirun" or "env"
+  // (--rank/--world-size/--master or TANDEM_*), as GetStatus's Layout says.
+  const std::string& launch() const { return launch_; }
+  // The rendezvous store the ranks joined through (it stays up, for a
+  // control plane beside the engine's traffic); null without one (one rank,
+  // MPI, threads).
+  transport::Bootstrap* bootstrap() const;
+  // The ranks this process started (`--local-ranks`), or null.
+  LocalRanks* local_ranks() const;
+  // What rank 0 measured of its links at start-up (empty elsewhere, and when
+  // skipped).
+  const std::vector<transport::LinkMeasurement>& links() const { return links_; }
   // Leaves the cluster (every rank together, briefly, then the communicator
   // closes), then, on rank 0 with local worker processes, waits for them to
   // exit (OK when all exited 0), killing them at the deadline. Every rank
@@ -74,6 +100,8 @@ class Cluster {
   int size_ = 1;
   int ranks_on_this_box_ = 1;
   std::string description_ = "one rank";
+  std::string launch_ = "single";
+  std::vector<transport::LinkMeasurement> links_;
   std::unique_ptr<Children> children_;
   std::shared_ptr<void> bootstrap_;  // kept alive with the communicator
   std::unique_ptr<transport::Communicator> comm_;

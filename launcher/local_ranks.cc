@@ -83,6 +83,7 @@ std::string describe_exit(int status) {
 LocalRanks::~LocalRanks() {
   stop_ = true;
   if (watcher_.joinable()) watcher_.join();
+  std::lock_guard<std::mutex> lock(mu_);
   for (Child& c : children_) {
     if (c.running) {
       ::kill(c.pid, SIGKILL);
@@ -118,7 +119,8 @@ absl::Status LocalRanks::spawn(int n, const std::map<std::string, std::string>& 
     if (rc != 0) {
       return absl::InternalError(absl::StrCat("cannot start rank ", r, ": ", std::strerror(rc)));
     }
-    children_.push_back({pid, r, true});
+    std::lock_guard<std::mutex> lock(mu_);
+    children_.push_back({pid, r, true, 0});
   }
   watcher_ = std::thread([this] { watch(); });
   return absl::OkStatus();
@@ -133,6 +135,14 @@ void LocalRanks::set_comm(tr::Communicator* comm) {
 std::optional<absl::Status> LocalRanks::failure() {
   std::lock_guard<std::mutex> lock(mu_);
   return failure_;
+}
+
+std::optional<std::string> LocalRanks::exit_of(int rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Child& c : children_) {
+    if (c.rank == rank && !c.running) return describe_exit(c.status);
+  }
+  return std::nullopt;
 }
 
 absl::Status LocalRanks::wait_all(tr::Deadline deadline) {
@@ -161,9 +171,9 @@ void LocalRanks::watch() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (Child& c : children_) {
-        int st = 0;
-        if (!c.running || ::waitpid(c.pid, &st, WNOHANG) != c.pid) continue;
+        if (!c.running || ::waitpid(c.pid, &c.status, WNOHANG) != c.pid) continue;
         c.running = false;
+        const int st = c.status;
         if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
         if (!failure_) {
           failure_ =

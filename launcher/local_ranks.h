@@ -1,9 +1,11 @@
-// Ranks 1..n-1 of a cluster on this box: processes of this same binary and
-// command line, started by rank 0 with the rendezvous in their environment
-// (TANDEM_RANK, TANDEM_WORLD_SIZE, TANDEM_MASTER_*, TANDEM_CLUSTER_TOKEN and
-// kLocalRankVar). A thread watches them: the first that fails aborts rank 0's
-// communicator, so rank 0 never waits on a dead child. Whatever still runs
-// when the LocalRanks is destroyed is killed and reaped.
+// Ranks 1..n-1 of a cluster on this box (`--local-ranks`, for generate, bench
+// and serve): processes of this same binary and command line, started by
+// rank 0 with the rendezvous in their environment (TANDEM_RANK,
+// TANDEM_WORLD_SIZE, TANDEM_MASTER_*, TANDEM_CLUSTER_TOKEN and kLocalRankVar).
+// A thread watches them: the first that fails aborts rank 0's communicator,
+// so rank 0 never waits on a dead child. Whatever still runs when the
+// LocalRanks is destroyed is killed and reaped; when rank 0 is killed
+// outright, its workers get SIGTERM (see started_as_local_rank()).
 #pragma once
 
 #include <sys/types.h>
@@ -51,8 +53,11 @@ class LocalRanks {
   void set_comm(transport::Communicator* comm);
   // The first child failure (a non-zero exit or a signal), if any.
   std::optional<absl::Status> failure();
+  // How rank `rank`'s process ended ("exited with code 3"), or nullopt while
+  // it runs (or when this process did not start it).
+  std::optional<std::string> exit_of(int rank);
   // Waits until every child has exited, or the deadline; then the first
-  // failure, if any.
+  // failure, if any. Whatever still runs is killed by the destructor.
   absl::Status wait_all(transport::Deadline deadline);
 
  private:
@@ -60,6 +65,7 @@ class LocalRanks {
     pid_t pid;
     int rank;
     bool running;
+    int status;  // waitpid's, once it exited
   };
   void watch();
 

@@ -1,9 +1,10 @@
 // tandem serve: rank 0 serves the gRPC API (InferenceService, ClusterService,
 // grpc.health.v1, reflection) for a model split over every rank of the
 // cluster (tensor parallel by default); every other rank serves its shard
-// from Engine::run_worker(), with a heartbeat beside it. Ranks come from --local-ranks
-// (forked here), --rank/--world-size/--master, the TANDEM_* environment, or
-// mpirun's. SIGTERM drains and stops the whole cluster with exit code 0.
+// from Engine::run_worker(), with a heartbeat beside it. Ranks join through
+// launcher/cluster.h, as generate's do: --local-ranks (started here),
+// --rank/--world-size/--master, the TANDEM_* environment, or mpirun's; the
+// links are checked before the model loads. SIGTERM drains and stops the whole cluster with exit code 0.
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,27 +13,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "launcher/cluster.h"
 #include "launcher/commands.h"
 #include "launcher/kv_type_flag.h"
+#include "launcher/local_ranks.h"
 #include "launcher/serve/cluster.h"
 #include "launcher/serve/grpc_server.h"
-#include "launcher/serve/local_ranks.h"
 #include "launcher/serve/security.h"
 #include "launcher/serve/serve_node.h"
 #include "runtime/engine/engine.h"
 #include "runtime/testing/test_model.h"
-#include "transport/bootstrap/config.h"
-#include "transport/communicator.h"
-#ifdef TANDEM_HAVE_UCX
-#include "transport/ucx/ucx_communicator.h"
-#endif
+#include "transport/link_probe.h"
 
 namespace tandem::launcher {
 namespace {
@@ -43,11 +40,7 @@ using serve::Clock;
 struct ServeFlags {
   serve::ServeOptions serve;
   serve::SecurityFlags security{.listen = "127.0.0.1:50051"};
-  int local_ranks = 0;
-  int rank = -1;
-  int world_size = 0;
-  std::string master;
-  std::string cluster_token_file;
+  ClusterFlags cluster;
   double load_timeout_s = 600;
   double heartbeat_timeout_s = 5;
 };
@@ -76,111 +69,42 @@ absl::StatusOr<std::string> ensure_demo_model() {
   return path.string();
 }
 
-std::string random_token() {
-  std::random_device rd;
-  std::string t;
-  for (int i = 0; i < 4; ++i) absl::StrAppend(&t, absl::Hex(rd(), absl::kZeroPad8));
-  return t;
-}
-
-absl::StatusOr<uint16_t> free_port() {
-  TANDEM_ASSIGN_OR_RETURN(tr::Fd fd, tr::tcp_listen("127.0.0.1", 0));
-  return tr::local_port(fd.get());
-}
-
-// The engine's links between the ranks, set up through the rendezvous store.
-absl::StatusOr<std::unique_ptr<tr::Communicator>> make_communicator(
-    tr::Bootstrap& boot, std::chrono::milliseconds timeout) {
-#ifdef TANDEM_HAVE_UCX
-  tr::UcxOptions options;
-  options.setup_timeout = timeout;
-  options.peer_failure_detection = true;
-  return tr::make_ucx_communicator(boot, options);
-#else
-  (void)boot;
-  (void)timeout;
-  return absl::UnimplementedError(
-      "serving across ranks needs the UCX transport, which this build does not have");
-#endif
-}
-
 // The engine options every rank loads with: its communicator and the layout
 // (tensor parallelism over every rank unless --tp/--pp say otherwise).
-engine::EngineOptions engine_options(const ServeFlags& f, const std::string& launch, int world,
-                                     tr::Communicator* comm) {
+engine::EngineOptions engine_options(const ServeFlags& f, const Cluster& cluster) {
   engine::EngineOptions o = f.serve.engine;
-  o.comm = comm;
-  if (world > 1 && o.tp * o.pp == 1) o.tp = world;
+  o.comm = cluster.comm();
+  if (cluster.size() > 1 && o.tp * o.pp == 1) o.tp = cluster.size();
   // The ranks that share this box's memory (the engine refuses to load past
-  // this rank's share): all of them when forked here, else as the launcher says.
-  if (launch == "local-ranks") {
-    o.ranks_on_this_box = world;
-  } else if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
-    o.ranks_on_this_box = std::max(1, std::atoi(local));
-  } else if (const char* local_size = std::getenv("TANDEM_LOCAL_WORLD_SIZE")) {
-    o.ranks_on_this_box = std::max(1, std::atoi(local_size));
-  }
+  // this rank's share).
+  o.ranks_on_this_box = cluster.ranks_on_this_box();
   o.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
   return o;
 }
 
-// Where this process stands in the cluster.
-struct Placement {
-  tr::BootstrapConfig config;  // world_size 1: no rendezvous
-  std::string launch;
-};
-
-absl::StatusOr<Placement> resolve_placement(const ServeFlags& f) {
-  const bool explicit_rank = f.rank >= 0 || f.world_size > 0 || !f.master.empty();
-  Placement p;
-  // Flags win over the environment: they become the TANDEM_* variables that
-  // config_from_env reads.
-  std::map<std::string, std::string> overlay;
-  if (!f.cluster_token_file.empty()) overlay["TANDEM_CLUSTER_TOKEN_FILE"] = f.cluster_token_file;
-  if (std::getenv(serve::kLocalChildVar) != nullptr) {
-    p.launch = "local-ranks";
-  } else if (f.local_ranks > 0) {
-    if (explicit_rank) {
-      return absl::InvalidArgumentError(
-          "--local-ranks starts the whole cluster on this box: drop --rank, --world-size and "
-          "--master");
-    }
-    p.launch = f.local_ranks > 1 ? "local-ranks" : "single";
-    p.config.world_size = f.local_ranks;
-    return p;
-  } else if (explicit_rank) {
-    if (f.rank < 0 || f.world_size <= 0) {
-      return absl::InvalidArgumentError("--rank and --world-size go together");
-    }
-    if (f.world_size > 1 && f.master.empty()) {
-      return absl::InvalidArgumentError("--master ADDR:PORT (rank 0's rendezvous) is needed "
-                                        "when --world-size is more than 1");
-    }
-    overlay["TANDEM_RANK"] = std::to_string(f.rank);
-    overlay["TANDEM_WORLD_SIZE"] = std::to_string(f.world_size);
-    if (!f.master.empty()) {
-      TANDEM_ASSIGN_OR_RETURN(serve::ListenAddress m, serve::parse_host_port("--master", f.master));
-      overlay["TANDEM_MASTER_ADDR"] = m.host;
-      overlay["TANDEM_MASTER_PORT"] = std::to_string(m.port);
-    }
-    p.launch = "env";
-  } else if (std::getenv("TANDEM_RANK") != nullptr ||
-             std::getenv("OMPI_COMM_WORLD_RANK") != nullptr || std::getenv("PMI_RANK") != nullptr) {
-    p.launch = std::getenv("TANDEM_RANK") == nullptr ? "mpirun" : "env";
-  } else if (const int layout = f.serve.engine.tp * f.serve.engine.pp; layout > 1) {
-    // --tp/--pp alone: start that many ranks on this box, as generate does.
-    p.launch = "local-ranks";
-    p.config.world_size = layout;
-    return p;
-  } else {
-    p.launch = "single";
-    return p;
+// The rank this process will have, known before it joins (rank 0 opens the
+// API first): from --rank, the TANDEM_* environment (which the ranks that
+// --local-ranks starts get), or mpirun's.
+int expected_rank(const ClusterFlags& f) {
+  if (f.rank >= 0) return f.rank;
+  for (const char* name : {"TANDEM_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"}) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return std::atoi(v);
   }
-  TANDEM_ASSIGN_OR_RETURN(p.config, tr::config_from_env([&](const char* name) -> const char* {
-                            const auto it = overlay.find(name);
-                            return it != overlay.end() ? it->second.c_str() : std::getenv(name);
-                          }));
-  return p;
+  return 0;
+}
+
+std::vector<v1::LinkStatus> link_statuses(const std::vector<tr::LinkMeasurement>& links) {
+  std::vector<v1::LinkStatus> out;
+  for (const tr::LinkMeasurement& m : links) {
+    v1::LinkStatus& l = out.emplace_back();
+    l.set_rank_a(m.rank_a);
+    l.set_rank_b(m.rank_b);
+    l.set_transport(m.backend);
+    l.set_path(m.path);
+    l.set_latency_us(m.round_trip_us / 2);
+    l.set_bandwidth_gbps(m.bandwidth_gbps);
+  }
+  return out;
 }
 
 // Turns SIGTERM and SIGINT into a drain request. The signals are blocked in
@@ -217,26 +141,21 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-int run_worker_rank(const Placement& p, const ServeFlags& f) {
-  const std::string who = absl::StrCat("serve (rank ", p.config.rank, ")");
+int run_worker_rank(Cluster& cluster, const ServeFlags& f) {
+  const std::string who = absl::StrCat("serve (rank ", cluster.rank(), ")");
   // Workers ignore SIGTERM/SIGINT (left blocked): mpirun and a terminal's
   // Ctrl-C signal every rank, and a worker must stay until rank 0 has drained
   // and tells it to go. It still leaves when rank 0 disappears.
-  auto boot = tr::Bootstrap::create(p.config);
-  if (!boot.ok()) return report_error(who, boot.status());
+  if (cluster.bootstrap() == nullptr) {
+    return report_error(who, absl::InternalError("a serving worker joined without a rendezvous"));
+  }
   serve::WorkerOptions options;
   options.heartbeat = std::chrono::milliseconds(
       std::max<int64_t>(100, static_cast<int64_t>(f.heartbeat_timeout_s * 1000 / 5)));
-  serve::WorkerHeartbeat heartbeat(**boot, options);
-  auto comm = make_communicator(**boot, p.config.timeout);
-  if (!comm.ok()) {
-    heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(comm.status().message()));
-    return report_error(who, comm.status());
-  }
+  serve::WorkerHeartbeat heartbeat(*cluster.bootstrap(), options);
   absl::Status s;
   {
-    auto loaded =
-        engine::Engine::Load(engine_options(f, p.launch, p.config.world_size, comm->get()));
+    auto loaded = engine::Engine::Load(engine_options(f, cluster));
     if (!loaded.ok()) {
       heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(loaded.status().message()));
       s = loaded.status();
@@ -254,11 +173,8 @@ int run_worker_rank(const Placement& p, const ServeFlags& f) {
   return 0;
 }
 
-int run_rank0(const Placement& p, ServeFlags& f) {
-  const int world = p.config.world_size;
+int run_rank0(ServeFlags& f, int default_ranks) {
   serve::ServeOptions options = f.serve;
-  options.world_size = world;
-  options.launch = p.launch;
   options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
   serve::ServeNode node(options);
   SignalWatcher signals([&](int sig) {
@@ -277,44 +193,20 @@ int run_rank0(const Placement& p, ServeFlags& f) {
   std::fprintf(stderr, "tandem serve: listening on %s (health NOT_SERVING until loaded)\n",
                address.c_str());
 
-  serve::LocalRanks children;
-  tr::BootstrapConfig config = p.config;
-  if (p.launch == "local-ranks" && world > 1) {
-    auto port = free_port();
-    if (!port.ok()) return report_error("serve", port.status());
-    config.master_addr = "127.0.0.1";
-    config.master_port = *port;
-    config.token = random_token();
-    // The rendezvous alone: a worker whose rank 0 died before it joined gives up after this.
-    config.timeout =
-        std::min(std::chrono::milliseconds(60000),
-                 std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000)));
-    if (absl::Status s = children.spawn(
-            world, {{"TANDEM_WORLD_SIZE", std::to_string(world)},
-                    {"TANDEM_MASTER_ADDR", "127.0.0.1"},
-                    {"TANDEM_MASTER_PORT", std::to_string(config.master_port)},
-                    {"TANDEM_CLUSTER_TOKEN", config.token},
-                    {"TANDEM_BOOTSTRAP_TIMEOUT_MS", std::to_string(config.timeout.count())},
-                    {"TANDEM_SERVE_MODEL", f.serve.engine.model_path}});
-        !s.ok()) {
-      return report_error("serve", s);
-    }
-  }
-  std::unique_ptr<tr::Bootstrap> boot;
-  std::unique_ptr<tr::Communicator> comm;
+  // The ranks it starts get the model path this rank resolved.
+  auto joined = Cluster::Join(f.cluster, default_ranks,
+                              {{"TANDEM_SERVE_MODEL", f.serve.engine.model_path}});
+  if (!joined.ok()) return report_error("serve", joined.status());
+  Cluster& cluster = **joined;
+  const int world = cluster.size();
   if (world > 1) {
-    std::fprintf(stderr, "tandem serve: waiting for %d ranks (%s)\n", world, p.launch.c_str());
-    auto created = tr::Bootstrap::create(config);
-    if (!created.ok()) return report_error("serve", created.status());
-    boot = std::move(*created);
-    auto linked = make_communicator(*boot, config.timeout);
-    if (!linked.ok()) return report_error("serve", linked.status());
-    comm = std::move(*linked);
+    std::fprintf(stderr, "tandem serve: cluster: %s\n", cluster.description().c_str());
   }
+  node.set_cluster(world, cluster.launch(), link_statuses(cluster.links()));
   serve::ClusterMonitor monitor(
-      boot.get(), world, world > 1 && p.launch == "local-ranks" ? &children : nullptr,
+      cluster.bootstrap(), world, cluster.local_ranks(),
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_timeout_s * 1000)));
-  monitor.set_comm(comm.get());
+  monitor.set_comm(cluster.comm());
   node.set_monitor(&monitor);
 
   // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
@@ -324,7 +216,7 @@ int run_rank0(const Placement& p, ServeFlags& f) {
         std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
   }
   serve::ServeNode::StopCause cause;
-  if (absl::Status s = node.load(engine_options(f, p.launch, world, comm.get())); !s.ok()) {
+  if (absl::Status s = node.load(engine_options(f, cluster)); !s.ok()) {
     cause.failure = s;
   } else {
     std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
@@ -338,8 +230,8 @@ int run_rank0(const Placement& p, ServeFlags& f) {
   const auto closing = std::chrono::seconds(10);
   absl::Status workers = monitor.stop_workers(
       cause.failure.ok() ? "rank 0 is shutting down" : "rank 0 failed", Clock::now() + closing);
-  absl::Status reaped = absl::OkStatus();
-  if (p.launch == "local-ranks" && world > 1) reaped = children.wait_all(closing);
+  node.set_monitor(nullptr);
+  const absl::Status reaped = cluster.wait_workers(closing);
   if (!cause.failure.ok()) return report_error("serve", cause.failure);
   if (!workers.ok()) return report_error("serve", workers);
   if (!reaped.ok()) return report_error("serve", reaped);
@@ -349,17 +241,25 @@ int run_rank0(const Placement& p, ServeFlags& f) {
 
 int run_serve(ServeFlags& f) {
   SignalWatcher::block();
-  auto placement = resolve_placement(f);
-  if (!placement.ok()) return report_error("serve", placement.status());
-  if (placement->config.rank == 0) {
+  // The workers' heartbeat and shutdown go through the rendezvous store,
+  // which only the UCX launch has.
+  if (f.cluster.transport == "local" || f.cluster.transport == "mpi") {
+    return report_error("serve", absl::InvalidArgumentError(absl::StrCat(
+                                     "--transport ", f.cluster.transport,
+                                     ": serve's ranks talk over ucx (its rendezvous store carries "
+                                     "their heartbeats); drop --transport")));
+  }
+  f.cluster.transport = "ucx";
+  const bool rank0 = expected_rank(f.cluster) == 0;
+  if (rank0) {
     if (absl::Status s = serve::check_security(f.security); !s.ok()) {
       return report_error("serve", s);
     }
   }
   if (f.serve.engine.model_path.empty()) {
-    // A forked rank gets the path its rank 0 resolved.
+    // A rank that --local-ranks started gets the path its rank 0 resolved.
     const char* given = std::getenv("TANDEM_SERVE_MODEL");
-    if (given != nullptr && *given != '\0' && std::getenv(serve::kLocalChildVar) != nullptr) {
+    if (given != nullptr && *given != '\0' && std::getenv(kLocalRankVar) != nullptr) {
       f.serve.engine.model_path = given;
     } else {
       auto demo = ensure_demo_model();
@@ -367,8 +267,16 @@ int run_serve(ServeFlags& f) {
       f.serve.engine.model_path = *demo;
     }
   }
-  if (placement->config.rank != 0) return run_worker_rank(*placement, f);
-  return run_rank0(*placement, f);
+  // --tp/--pp alone: start that many ranks on this box, as generate does.
+  const int layout = f.serve.engine.tp * f.serve.engine.pp;
+  const int default_ranks = layout > 1 ? layout : 0;
+  if (rank0) return run_rank0(f, default_ranks);
+  auto joined = Cluster::Join(f.cluster, default_ranks);
+  if (!joined.ok()) {
+    return report_error(absl::StrCat("serve (rank ", expected_rank(f.cluster), ")"),
+                        joined.status());
+  }
+  return run_worker_rank(**joined, f);
 }
 
 }  // namespace
@@ -382,16 +290,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "GGUF model file (default: a demo model with random weights)");
   cmd->add_option("--listen", f->security.listen, "Address of the gRPC API (rank 0)")
       ->capture_default_str();
-  cmd->add_option("--local-ranks", f->local_ranks,
-                  "Start N ranks on this box (forks N-1 workers; default: tp x pp)")
-      ->check(CLI::Range(1, 64));
-  cmd->add_option("--rank", f->rank, "This process's rank (with --world-size and --master)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--world-size", f->world_size, "Ranks in the cluster")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--master", f->master, "Rank 0's rendezvous address ADDR:PORT");
-  cmd->add_option("--cluster-token-file", f->cluster_token_file,
-                  "The cluster token shared by every rank (or TANDEM_CLUSTER_TOKEN[_FILE])");
+  add_cluster_flags(*cmd, f->cluster);
   cmd->add_option("--auth-token-file", f->security.auth_token_file,
                   "Bearer token that API clients must send (needed off loopback)");
   cmd->add_option("--tls-cert", f->security.tls_cert, "Server certificate (PEM) for TLS");

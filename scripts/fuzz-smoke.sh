@@ -4,7 +4,10 @@
 # generated seed corpus), the bootstrap store's wire protocol (from a few
 # handshake and request seeds) and the gRPC GenerateRequest conversion. Exits non-zero if a fuzzer finds a crash,
 # leak, timeout or sanitizer report; the reproducer is left in
-# build-fuzz/fuzz-artifacts/.
+# build-fuzz/fuzz-artifacts/. Each fuzzer's output (hundreds of thousands of
+# lines: request_fuzz's inputs print their own errors) goes to
+# build-fuzz/fuzz-logs/<name>.log; the log shows its final stats on success,
+# and its last lines on failure.
 #   scripts/fuzz-smoke.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +30,26 @@ bootstrap_corpus=$(mktemp -d)
 request_corpus=$(mktemp -d)
 trap 'rm -rf "$corpus" "$bootstrap_corpus" "$request_corpus"' EXIT
 "$build/tests/fuzz/gguf_fuzz_seeds" "$corpus"
-mkdir -p "$build/fuzz-artifacts"
+mkdir -p "$build/fuzz-artifacts" "$build/fuzz-logs"
+
+# fuzz NAME BINARY CORPUS MAX_LEN: runs one fuzzer quietly (see above).
+fuzz() {
+  local name=$1 binary=$2 input=$3 max_len=$4 log="$build/fuzz-logs/$1.log"
+  if "$binary" "$input" -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 \
+      -timeout=10 -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/" >"$log" 2>&1; then
+    grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ *DONE)' \
+      "$log" | sed "s/^/  $name: /" || true
+  else
+    local code=$?
+    echo "$name FAILED (exit $code); the last 200 lines of $log:" >&2
+    tail -n 200 "$log" >&2
+    echo "reproducers: $(ls "$build/fuzz-artifacts/" 2>/dev/null | tr '\n' ' ')" >&2
+    return "$code"
+  fi
+}
 
 echo "fuzzing GGUF parse for ${seconds}s"
-"$build/tests/fuzz/gguf_fuzz" "$corpus" \
-  -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
-  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+fuzz gguf_fuzz "$build/tests/fuzz/gguf_fuzz" "$corpus" 4096
 
 # Seeds (see tests/fuzz/bootstrap_fuzz.cc): mode byte, piece size, then for
 # odd modes frames of type, flags, u16 length, payload: a handshake alone,
@@ -44,13 +61,9 @@ printf '\x01\x00\x07\x00\x09\x00\x01\x00\x00\x00b\x10\x00\x00\x00' >"$bootstrap_
 printf '\x00\x05TDB1\x02\x00\x00\x00\x48\x00\x00\x00' >"$bootstrap_corpus/raw_auth_header"
 
 echo "fuzzing the bootstrap store's protocol for ${seconds}s"
-"$build/tests/fuzz/bootstrap_fuzz" "$bootstrap_corpus" \
-  -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
-  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+fuzz bootstrap_fuzz "$build/tests/fuzz/bootstrap_fuzz" "$bootstrap_corpus" 4096
 
 # The serving front's request conversion, from an empty corpus (protobuf's
 # wire format is simple enough for libFuzzer to find its way).
 echo "fuzzing GenerateRequest conversion for ${seconds}s"
-"$build/tests/fuzz/request_fuzz" "$request_corpus" \
-  -max_total_time="$seconds" -max_len=2048 -rss_limit_mb=2048 -timeout=10 \
-  -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"
+fuzz request_fuzz "$build/tests/fuzz/request_fuzz" "$request_corpus" 2048

@@ -9,7 +9,7 @@ packages=(
   libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libopenmpi-dev openmpi-bin libucx-dev ucx-utils libssl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-yaml
   iproute2 clang libclang-rt-14-dev
 )
 

@@ -39,6 +39,8 @@ std::string_view dtype_name(DataType type) {
 Communicator::Communicator() : collective_state_(std::make_unique<CollectiveState>()) {}
 Communicator::~Communicator() = default;
 
+std::string Communicator::link_path(int) const { return ""; }
+
 // On DEADLINE_EXCEEDED (or any error) the request goes out of scope here,
 // which cancels it: the caller's buffer is free again when we return.
 absl::Status Communicator::send(const void* data, size_t bytes, int peer, uint32_t tag,

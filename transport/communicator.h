@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -64,6 +65,10 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string_view backend() const = 0;
+  // What carries this rank's traffic to `peer`, for the start-up log and the
+  // link check: UCX's transport/device pairs ("tcp/eth0", "rc_mlx5/mlx5_0:1");
+  // empty where the backend cannot say.
+  virtual std::string link_path(int peer) const;
 
   // Point to point. Messages between one pair of ranks with one tag arrive in
   // order. A receive must name the exact size that was sent; a mismatch is

@@ -25,6 +25,9 @@ class SplitCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return static_cast<int>(root_ranks_.size()); }
   std::string_view backend() const override { return name_; }
+  std::string link_path(int peer) const override {
+    return peer >= 0 && peer < size() ? root_.link_path(root_ranks_[peer]) : "";
+  }
 
   absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
                                                  uint32_t tag) override {

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "launcher/serve/local_ranks.h"
+#include "launcher/local_ranks.h"
 #include "tandem/v1/cluster.pb.h"
 #include "transport/bootstrap/bootstrap.h"
 #include "transport/communicator.h"

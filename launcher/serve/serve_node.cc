@@ -11,12 +11,22 @@ namespace tandem::launcher::serve {
 
 ServeNode::ServeNode(ServeOptions options)
     : options_(std::move(options)),
+      world_size_(options_.world_size),
+      launch_(options_.launch),
       started_(Clock::now()),
       seeds_(std::random_device{}()) {}
 
 void ServeNode::set_monitor(ClusterMonitor* monitor) {
   std::lock_guard<std::mutex> lock(mu_);
   monitor_ = monitor;
+}
+
+void ServeNode::set_cluster(int world_size, const std::string& launch,
+                            std::vector<v1::LinkStatus> links) {
+  std::lock_guard<std::mutex> lock(mu_);
+  world_size_ = world_size;
+  launch_ = launch;
+  links_ = std::move(links);
 }
 
 ServeNode::~ServeNode() { close_engine(); }
@@ -187,7 +197,10 @@ absl::StatusOr<v1::ModelInfo> ServeNode::model_info() {
   info.set_eos_id(engine_->tokenizer().eos_id());
   info.set_max_sequences(options_.engine.max_sequences);
   info.set_max_batch_tokens(engine_->max_batch_tokens());
-  info.set_world_size(options_.world_size);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    info.set_world_size(world_size_);
+  }
   return info;
 }
 
@@ -198,9 +211,11 @@ v1::ClusterStatus ServeNode::status() {
     std::lock_guard<std::mutex> lock(mu_);
     s.set_state(state_);
     monitor = monitor_;
+    for (const v1::LinkStatus& link : links_) *s.add_links() = link;
+    s.mutable_layout()->set_world_size(world_size_);
+    s.mutable_layout()->set_launch(launch_);
   }
   v1::Layout* layout = s.mutable_layout();
-  layout->set_world_size(options_.world_size);
   if (ready_.load(std::memory_order_acquire)) {
     layout->set_tp(engine_->world().tp());
     layout->set_pp(engine_->world().pp());
@@ -208,7 +223,6 @@ v1::ClusterStatus ServeNode::status() {
     layout->set_tp(options_.engine.tp);
     layout->set_pp(options_.engine.pp);
   }
-  layout->set_launch(options_.launch);
   if (monitor != nullptr) {
     for (v1::RankStatus& r : monitor->ranks()) *s.add_ranks() = std::move(r);
   } else {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "launcher/serve/cluster.h"
 #include "launcher/serve/serve_backend.h"
@@ -27,8 +28,8 @@ struct ServeOptions {
   engine::EngineOptions engine;  // max_sequences is the concurrent-request limit
   double drain_timeout_seconds = 30;
   std::chrono::milliseconds load_timeout{600000};
-  int world_size = 1;
-  std::string launch = "single";  // Layout.launch
+  int world_size = 1;             // until set_cluster()
+  std::string launch = "single";  // Layout.launch, until set_cluster()
 };
 
 class ServeNode final : public ServeBackend {
@@ -44,6 +45,9 @@ class ServeNode final : public ServeBackend {
   // probed while ranks join): the monitor arrives then, before load(). It
   // must outlive the node.
   void set_monitor(ClusterMonitor* monitor);
+  // Once the cluster is joined (after the API server is up): its size, how
+  // its ranks were started (Layout.launch) and the links rank 0 measured.
+  void set_cluster(int world_size, const std::string& launch, std::vector<v1::LinkStatus> links);
 
   // Loads the model with `engine_options` (this rank's communicator and the
   // layout filled in; a progress display), waits until every rank has
@@ -80,6 +84,9 @@ class ServeNode final : public ServeBackend {
 
   const ServeOptions options_;
   ClusterMonitor* monitor_ = nullptr;  // guarded by mu_
+  int world_size_;                     // guarded by mu_
+  std::string launch_;                 // guarded by mu_
+  std::vector<v1::LinkStatus> links_;  // guarded by mu_
   std::function<void(bool)> on_serving_;
   const Clock::time_point started_;
 

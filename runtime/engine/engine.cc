@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -23,7 +25,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  absl::Status local = e->load_local(options);
+  absl::Status local = e->open_model(options);
+  if (local.ok()) local = e->load_local(options);
+  local = e->finish_streaming(local, transport::deadline_in(options.load_timeout));
   if (options.comm != nullptr) {
     // Every rank learns whether every other rank loaded, so that none waits
     // for a step from a cluster that will never serve.
@@ -37,8 +41,86 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   return e;
 }
 
-absl::Status Engine::load_local(const EngineOptions& options) {
+absl::Status Engine::open_model(const EngineOptions& options) {
   comm_ = options.comm;
+  const std::string& path = options.model_path;
+  if (comm_ == nullptr || comm_->size() == 1) {
+    TANDEM_ASSIGN_OR_RETURN(gguf::File file, gguf::File::Open(path));
+    file_ = std::make_unique<gguf::File>(std::move(file));
+    return absl::OkStatus();
+  }
+  // Every rank says whether the file is on its box, whatever its options, so
+  // that the cluster's collectives stay in step.
+  enum : uint8_t { kHere = 1, kStream = 2, kMissing = 3 };
+  std::error_code ec;
+  const bool here = std::filesystem::is_regular_file(path, ec);
+  const uint8_t mine = here ? kHere : options.stream_missing_model ? kStream : kMissing;
+  std::vector<uint8_t> where(comm_->size());
+  const transport::Deadline deadline = transport::deadline_in(options.load_timeout);
+  TANDEM_RETURN_IF_ERROR(
+      comm_->all_gather(&mine, where.data(), 1, transport::DataType::kU8, deadline));
+  const int rank = comm_->rank();
+  if (rank == 0) {
+    absl::StatusOr<gguf::File> file =
+        here ? gguf::File::Open(path)
+             : absl::NotFoundError(absl::StrCat(path, " is not on rank 0's box"));
+    if (file.ok()) file_ = std::make_unique<gguf::File>(std::move(*file));
+    std::vector<int> fetchers;
+    for (int r = 1; r < comm_->size(); ++r) {
+      if (where[r] == kStream) fetchers.push_back(r);
+    }
+    if (!fetchers.empty()) {
+      if (file.ok()) {
+        std::fprintf(stderr, "tandem/engine: rank 0: streaming %s to %zu rank(s) without a copy\n",
+                     path.c_str(), fetchers.size());
+      }
+      TANDEM_ASSIGN_OR_RETURN(stream_server_,
+                              ModelStreamServer::Start(*comm_, file_.get(), file.status(),
+                                                       std::move(fetchers), deadline));
+    }
+    return file.status();
+  }
+  if (mine == kMissing) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  if (mine == kHere) {
+    TANDEM_ASSIGN_OR_RETURN(gguf::File file, gguf::File::Open(path));
+    file_ = std::make_unique<gguf::File>(std::move(file));
+    return absl::OkStatus();
+  }
+  streams_model_ = true;  // rank 0 waits for this rank's "done" from now on
+  if (where[0] != kHere) {
+    return absl::NotFoundError(absl::StrCat(path, " is on neither rank ", rank,
+                                            "'s box nor rank 0's: nothing to stream it from"));
+  }
+  std::fprintf(stderr, "tandem/engine: rank %d: %s is not on this box: streaming its shard from rank 0\n",
+               rank, path.c_str());
+  TANDEM_ASSIGN_OR_RETURN(gguf::File file, open_streamed_model(*comm_, path, deadline));
+  file_ = std::make_unique<gguf::File>(std::move(file));
+  return absl::OkStatus();
+}
+
+absl::Status Engine::finish_streaming(absl::Status local, transport::Deadline deadline) {
+  if (stream_server_ != nullptr) {
+    absl::Status served = stream_server_->finish(deadline);
+    if (served.ok() && file_ != nullptr) {
+      std::fprintf(stderr, "tandem/engine: rank 0: streamed %.1f MB of the model to other ranks\n",
+                   static_cast<double>(stream_server_->bytes_sent()) / 1e6);
+    }
+    stream_server_.reset();
+    if (local.ok()) local = served;
+  }
+  if (streams_model_) {
+    absl::Status done = finish_streamed_model(*comm_, deadline);
+    if (local.ok() && model_ != nullptr) {
+      std::fprintf(stderr, "tandem/engine: rank %d: streamed %.1f MB from rank 0 in %.2f s\n",
+                   comm_->rank(), static_cast<double>(model_->load_stats().bytes) / 1e6,
+                   model_->load_stats().seconds);
+    }
+    if (local.ok()) local = done;
+  }
+  return local;
+}
+
+absl::Status Engine::load_local(const EngineOptions& options) {
   if (options.n_threads < 0 || options.n_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("threads: ", options.n_threads, " is out of range"));
   }
@@ -56,8 +138,6 @@ absl::Status Engine::load_local(const EngineOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("layout tp ", options.tp, " x pp ", options.pp,
                                                    " needs a communicator"));
   }
-  TANDEM_ASSIGN_OR_RETURN(gguf::File file, gguf::File::Open(options.model_path));
-  file_ = std::make_unique<gguf::File>(std::move(file));
   // The hyper-parameters, the tokenizer and the layout are checked before any
   // weight is read.
   TANDEM_ASSIGN_OR_RETURN(model::LlamaConfig config, model::LlamaConfig::FromGguf(*file_));
@@ -86,7 +166,9 @@ absl::Status Engine::load_local(const EngineOptions& options) {
   TANDEM_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(kv));
   cache_ = std::make_unique<KvCache>(std::move(cache));
 
-  TANDEM_ASSIGN_OR_RETURN(model_, model::LlamaModel::Load(*file_, {options.use_mmap}, shard));
+  // A streamed file has nothing to map.
+  TANDEM_ASSIGN_OR_RETURN(
+      model_, model::LlamaModel::Load(*file_, {options.use_mmap && !file_->is_remote()}, shard));
   const int n_threads = options.n_threads > 0
                             ? options.n_threads
                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/kv_cache.h"
+#include "runtime/engine/model_stream.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/kernels/cpu/thread_pool.h"
 #include "runtime/model/batch.h"
@@ -56,6 +57,10 @@ struct EngineOptions {
   bool check_memory = true;
   std::chrono::milliseconds step_timeout{60000};   // bounds the exchanges of one step
   std::chrono::milliseconds load_timeout{600000};  // bounds waiting for the other ranks to load
+  // A rank whose model_path is not on its box streams the header and its
+  // shard's bytes (only those) from rank 0, which must have the file; off,
+  // such a rank fails to load (NOT_FOUND).
+  bool stream_missing_model = true;
 };
 
 class Engine {
@@ -97,7 +102,13 @@ class Engine {
 
  private:
   Engine() = default;
+  // Opens model_path, or on a rank without a copy, rank 0's over the
+  // communicator (rank 0 then serves it while it loads).
+  absl::Status open_model(const EngineOptions& options);
   absl::Status load_local(const EngineOptions& options);
+  // Ends the streaming of the model (rank 0 waits for its fetchers, a fetcher
+  // says it is done); `local` is this rank's load so far.
+  absl::Status finish_streaming(absl::Status local, transport::Deadline deadline);
   absl::Status check_memory(const partition::ModelDims& dims, const partition::RankShard& shard,
                             const KvCacheConfig& kv) const;
   absl::Status agree_on_load(absl::Status local, transport::Deadline deadline);
@@ -119,6 +130,8 @@ class Engine {
 
   EngineOptions options_;
   std::unique_ptr<gguf::File> file_;
+  std::unique_ptr<ModelStreamServer> stream_server_;  // rank 0, while others fetch
+  bool streams_model_ = false;                        // this rank fetches from rank 0
   std::unique_ptr<model::LlamaModel> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<KvCache> cache_;

@@ -216,10 +216,46 @@ absl::Status File::read_tensor_range(const TensorInfo& tensor, uint64_t offset, 
                                              ", ", at + size, ") are not in the file (", file_size_,
                                              " bytes; opened without data?)"));
   }
+  return read_bytes(at, size, dst);
+}
+
+absl::Status File::read_tensor_rows(const TensorInfo& tensor, uint64_t offset, uint64_t row_bytes,
+                                    uint64_t stride, uint64_t n_rows, void* dst) const {
+  if (n_rows == 0 || row_bytes == 0) return absl::OkStatus();
+  uint64_t last = 0, end = 0;
+  if (row_bytes > stride && n_rows > 1) {
+    return absl::InvalidArgumentError(format::cat(path_, ": rows of ", row_bytes,
+                                                  " bytes overlap at a stride of ", stride));
+  }
+  if (__builtin_mul_overflow(stride, n_rows - 1, &last) ||
+      __builtin_add_overflow(offset, last, &last) ||
+      __builtin_add_overflow(last, row_bytes, &end) || end > tensor.n_bytes) {
+    return absl::OutOfRangeError(format::cat(path_, ": ", n_rows, " rows of ", row_bytes,
+                                             " bytes from ", offset, " are outside tensor '",
+                                             tensor.name, "' (", tensor.n_bytes, " bytes)"));
+  }
+  if (remote_) {
+    return remote_->read_rows(tensor.file_offset + offset, row_bytes, stride, n_rows, dst);
+  }
+  auto* out = static_cast<uint8_t*>(dst);
+  for (uint64_t r = 0; r < n_rows; ++r) {
+    TANDEM_RETURN_IF_ERROR(read_tensor_range(tensor, offset + r * stride, row_bytes,
+                                             out + r * row_bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status File::read_bytes(uint64_t at, uint64_t size, void* dst) const {
+  if (at > file_size_ || size > file_size_ - at) {
+    return absl::OutOfRangeError(format::cat(path_, ": bytes [", at, ", +", size,
+                                             ") are past its end (", file_size_, " bytes)"));
+  }
+  if (size == 0) return absl::OkStatus();
   if (image_) {
     std::memcpy(dst, image_->data() + at, static_cast<size_t>(size));
     return absl::OkStatus();
   }
+  if (remote_) return remote_->read_rows(at, size, size, 1, dst);
   if (!fd_) {
     return absl::FailedPreconditionError(format::cat(path_, ": file is not open"));
   }

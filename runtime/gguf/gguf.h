@@ -94,6 +94,18 @@ struct OpenOptions {
   bool allow_missing_data = false;
 };
 
+// Where a File's tensor bytes come from when the file is on another box: rank
+// 0 of a cluster, for a rank without a copy of the model
+// (runtime/engine/model_stream.h).
+class RemoteBytes {
+ public:
+  virtual ~RemoteBytes() = default;
+  // n_rows rows of row_bytes each, the first at absolute file offset `offset`
+  // and each next one `stride` bytes further, packed into dst.
+  virtual absl::Status read_rows(uint64_t offset, uint64_t row_bytes, uint64_t stride,
+                                 uint64_t n_rows, void* dst) const = 0;
+};
+
 class File {
  public:
   // Parses the header, metadata and tensor directory of `path` and validates them.
@@ -102,7 +114,15 @@ class File {
   static absl::StatusOr<File> Parse(std::span<const uint8_t> bytes, std::string name,
                                     OpenOptions options = {});
 
+  // A file on another box: its header bytes (everything before the tensor
+  // data, as read_bytes(0, data_offset()) returns them there), its size, and
+  // where its tensor bytes come from. `name` is used in errors.
+  static absl::StatusOr<File> FromRemote(std::span<const uint8_t> header, uint64_t file_size,
+                                         std::string name,
+                                         std::shared_ptr<const RemoteBytes> remote);
+
   const std::string& path() const { return path_; }
+  bool is_remote() const { return remote_ != nullptr; }
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
@@ -131,6 +151,13 @@ class File {
   absl::Status read_tensor(const TensorInfo& tensor, void* dst) const;
   absl::Status read_tensor_range(const TensorInfo& tensor, uint64_t offset, uint64_t size,
                                  void* dst) const;
+  // n_rows rows of row_bytes each, at tensor bytes offset, offset + stride,
+  // ..., packed into dst: a column slice. A remote file gets one request.
+  absl::Status read_tensor_rows(const TensorInfo& tensor, uint64_t offset, uint64_t row_bytes,
+                                uint64_t stride, uint64_t n_rows, void* dst) const;
+  // Bytes [at, at + size) of the file itself (what a remote reader asks for);
+  // OUT_OF_RANGE past its end.
+  absl::Status read_bytes(uint64_t at, uint64_t size, void* dst) const;
 
  private:
   class Parser;  // reader.cc: fills the fields below from a ByteSource
@@ -151,6 +178,7 @@ class File {
   // so that a file replaced on disk cannot change under a loaded model).
   std::shared_ptr<const std::vector<uint8_t>> image_;
   std::shared_ptr<const Fd> fd_;
+  std::shared_ptr<const RemoteBytes> remote_;  // set for a file on another box
 };
 
 namespace detail {

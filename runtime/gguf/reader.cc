@@ -382,4 +382,24 @@ absl::StatusOr<File> File::Parse(std::span<const uint8_t> bytes, std::string nam
   return file;
 }
 
+absl::StatusOr<File> File::FromRemote(std::span<const uint8_t> header, uint64_t file_size,
+                                      std::string name, std::shared_ptr<const RemoteBytes> remote) {
+  TANDEM_ASSIGN_OR_RETURN(File file, Parse(header, name, OpenOptions{.allow_missing_data = true}));
+  if (file.data_offset_ > file_size) {
+    return absl::InvalidArgumentError(format::cat(name, ": its data starts at ", file.data_offset_,
+                                                  ", past its size of ", file_size, " bytes"));
+  }
+  for (const TensorInfo& t : file.tensors_) {
+    if (t.file_offset > file_size || t.n_bytes > file_size - t.file_offset) {
+      return absl::InvalidArgumentError(format::cat(name, ": tensor '", t.name,
+                                                    "' ends past the file's ", file_size,
+                                                    " bytes"));
+    }
+  }
+  file.file_size_ = file_size;
+  file.image_.reset();
+  file.remote_ = std::move(remote);
+  return file;
+}
+
 }  // namespace tandem::gguf

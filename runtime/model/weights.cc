@@ -28,6 +28,10 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Create(const gguf::Fil
                                                                  const LoadOptions& options) {
   std::unique_ptr<WeightStore> store(new WeightStore(file));
   store->pack_ = options.pack;
+  if (options.use_mmap && file.is_remote()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), " is streamed from another box: there is no file to map"));
+  }
   if (options.use_mmap) TANDEM_RETURN_IF_ERROR(store->map_file());
   return store;
 }
@@ -129,14 +133,17 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
       TANDEM_RETURN_IF_ERROR(
           file_.read_tensor_range(*info, full_row * slice.rows.begin, slice_bytes, dst));
     } else {
-      // A column slice: one short read per row, so only the slice's bytes move.
-      for (int64_t r = 0; r < w.n_rows; ++r) {
-        const uint64_t offset = full_row * (slice.rows.begin + r) + col_offset;
-        if (mapping_ != nullptr) {
-          std::memcpy(dst + part_row * r, mapping_ + info->file_offset + offset, part_row);
-        } else {
-          TANDEM_RETURN_IF_ERROR(file_.read_tensor_range(*info, offset, part_row, dst + part_row * r));
+      // A column slice: only the slice's bytes move (one short read per row,
+      // or one request when the file is on another box).
+      const uint64_t first = full_row * slice.rows.begin + col_offset;
+      if (mapping_ != nullptr) {
+        for (int64_t r = 0; r < w.n_rows; ++r) {
+          std::memcpy(dst + part_row * r, mapping_ + info->file_offset + first + full_row * r,
+                      part_row);
         }
+      } else {
+        TANDEM_RETURN_IF_ERROR(
+            file_.read_tensor_rows(*info, first, part_row, full_row, w.n_rows, dst));
       }
     }
     w.data = dst;

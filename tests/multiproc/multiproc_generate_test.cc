@@ -3,6 +3,7 @@
 // the F32 fixture, for TP=2, PP=2, TP=2 x PP=2 and TP=4 over UCX (TCP and
 // shared memory) and for TP=2 and PP=2 under mpirun. Also: a lost rank is a
 // clear error, not a hang.
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -82,6 +83,8 @@ TEST(MultiprocGenerate, TensorParallelOverUcxTcp) {
   EXPECT_NE(got.run.err.find("2 ranks over ucx, started on this box; layout tp 2 x pp 1"),
             std::string::npos)
       << got.run.err;
+  // The start-up link check says what it measured.
+  EXPECT_NE(got.run.err.find("link rank 0 <-> 1: ucx tcp/"), std::string::npos) << got.run.err;
   expect_single_rank_answer(got);
 }
 
@@ -120,6 +123,27 @@ TEST(MultiprocGenerate, QuantizedTensorParallel) {
   EXPECT_LE(max_abs_diff(a, b), 3e-2f);
 }
 
+// Two ranks started by hand (--rank/--world-size/--master), the second on a
+// "box" without the model file: it streams its shard from rank 0 over UCX,
+// and the answer is the single rank's.
+TEST(MultiprocGenerate, ARankWithoutTheFileStreamsItsShard) {
+  const std::string master = "127.0.0.1:" + std::to_string(20000 + getpid() % 20000);
+  const auto worker_err = std::filesystem::temp_directory_path() /
+                          ("tandem-stream-worker-" + std::to_string(getpid()));
+  const std::string worker = "\"$0\" generate --model /nonexistent/no-copy-here.gguf"
+                             " --prompt x --threads 1 --tp 2 --rank 1 --world-size 2 --master " +
+                             master + " 2>" + worker_err.string();
+  const Output got = generate("--tp 2 --rank 0 --world-size 2 --master " + master, kModel,
+                              "sh -c '" + worker + " & exec \"$0\" \"$@\"'",
+                              "TANDEM_CLUSTER_TOKEN=stream-test");
+  expect_single_rank_answer(got);
+  EXPECT_NE(got.run.err.find("streamed"), std::string::npos) << got.run.err;
+  const std::string err = slurp(worker_err);
+  std::filesystem::remove(worker_err);
+  EXPECT_NE(err.find("is not on this box: streaming its shard from rank 0"), std::string::npos)
+      << err;
+}
+
 TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
   const Output got = generate("--tp 2 --local-ranks 3");
   EXPECT_EQ(got.run.code, 2) << got.run.err;
@@ -128,6 +152,28 @@ TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
   EXPECT_EQ(bad.run.code, 2) << bad.run.err;
   EXPECT_NE(bad.run.err.find("tp 3 cannot split 8 heads with 4 KV heads"), std::string::npos)
       << bad.run.err;
+}
+
+// --min-link-bandwidth and --require-link refuse to start on a link that
+// measures less, naming the figure, promptly, on every rank.
+TEST(MultiprocGenerate, LinkCheckRefusesASlowLink) {
+  const auto start = std::chrono::steady_clock::now();
+  const Output slow = generate("--tp 2 --local-ranks 2 --min-link-bandwidth 1000GB/s");
+  EXPECT_NE(slow.run.code, 0) << slow.run.err;
+  EXPECT_NE(slow.run.err.find("--min-link-bandwidth 1000GB/s: link rank 0 <-> 1 measured "),
+            std::string::npos)
+      << slow.run.err;
+  EXPECT_NE(slow.run.err.find("GB/s, below the 1000.00 GB/s asked for"), std::string::npos)
+      << slow.run.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+  const Output tcp = generate("--tp 2 --local-ranks 2 --require-link rdma");
+  EXPECT_NE(tcp.run.code, 0) << tcp.run.err;
+  EXPECT_NE(tcp.run.err.find("--require-link rdma: link rank 0 <-> 1 runs over tcp"),
+            std::string::npos)
+      << tcp.run.err;
+  const Output skipped = generate("--tp 2 --local-ranks 2 --skip-link-check");
+  EXPECT_EQ(skipped.run.code, 0) << skipped.run.err;
+  EXPECT_EQ(skipped.run.err.find("link rank 0"), std::string::npos) << skipped.run.err;
 }
 
 }  // namespace

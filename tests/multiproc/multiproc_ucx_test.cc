@@ -68,6 +68,14 @@ TEST(MultiprocUcx, CollectivesOverSmSelfTcp) {
   expect_all_ok({.world = 2, .scenario = "ucx_collectives", .tls = "sm,self,tcp"});
 }
 
+// Two all_reduces per layer per token: after a warm-up they (and a pipeline
+// hop's tagged exchange) allocate nothing, over TCP and over shared memory.
+TEST(MultiprocUcx, DecodeSizedExchangesAllocateNothing) {
+  expect_all_ok({.world = 2, .scenario = "ucx_no_alloc", .tls = "tcp"});
+  expect_all_ok({.world = 2, .scenario = "ucx_no_alloc", .tls = "sm,self,tcp",
+                 .peer_failure = false});
+}
+
 TEST(MultiprocUcx, FourRanksOverTcp) {
   expect_all_ok({.world = 4, .scenario = "ucx_all", .tls = "tcp"});
 }
@@ -126,6 +134,37 @@ TEST(MultiprocUcx, KilledRankIsUnavailableToSurvivors) {
       EXPECT_LT(std::stoi(out.substr(at + 7)), 5000) << tls << "\n" << g.describe();
     }
   }
+}
+
+// The start-up link check over TCP on loopback: rank 0 measures a round trip
+// and a bandwidth to each peer, within its time budget.
+TEST(MultiprocUcx, LinkProbeMeasuresEveryPeer) {
+  ProcessGroup g(make_temp_dir());
+  start(g, {.world = 3, .scenario = "ucx_link_probe", .tls = "tcp"});
+  ASSERT_TRUE(g.wait_all(std::chrono::seconds(30))) << g.describe();
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(g.exited_ok(r)) << g.describe();
+  const std::string out = g.out(0);
+  for (const char* link : {"link rank 0 <-> 1: ucx tcp/lo, 8 KiB round trip ",
+                           "link rank 0 <-> 2: ucx tcp/lo, 8 KiB round trip "}) {
+    EXPECT_NE(out.find(link), std::string::npos) << g.describe();
+  }
+  const size_t at = out.find("PROBED in ");
+  ASSERT_NE(at, std::string::npos) << g.describe();
+  // The budget is 200 ms; a loaded 2-core machine gets slack.
+  EXPECT_LT(std::stoi(out.substr(at + 10)), 2000) << g.describe();
+}
+
+// A peer that dies while rank 0 measures is an error on rank 0, not a hang.
+TEST(MultiprocUcx, LinkProbeWithADeadPeerFails) {
+  ProcessGroup g(make_temp_dir());
+  start(g, {.world = 2, .scenario = "ucx_link_probe_peer_dies", .tls = "tcp"});
+  ASSERT_TRUE(g.wait_all(std::chrono::seconds(20))) << g.describe();
+  EXPECT_TRUE(g.exited_with(1, 7)) << g.describe();
+  EXPECT_TRUE(g.exited_with(0, kExitPeerLost)) << g.describe();
+  const std::string out = g.out(0);
+  const size_t at = out.find(" after ");
+  ASSERT_NE(at, std::string::npos) << g.describe();
+  EXPECT_LT(std::stoi(out.substr(at + 7)), 3000 + 2000) << g.describe();
 }
 
 }  // namespace

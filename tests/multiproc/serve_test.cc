@@ -358,6 +358,16 @@ TEST(Serve, TwoLocalRanksStartAndSigtermStopsEveryRank) {
   EXPECT_EQ(s.layout().launch(), "local-ranks");
   EXPECT_EQ(s.ranks(1).health(), v1::RANK_HEALTH_HEALTHY);
   EXPECT_EQ(s.layout().tp(), 2);  // the model is split over both ranks
+  // The link rank 0 measured at start-up.
+  ASSERT_EQ(s.links_size(), 1);
+  EXPECT_EQ(s.links(0).rank_a(), 0);
+  EXPECT_EQ(s.links(0).rank_b(), 1);
+  EXPECT_EQ(s.links(0).transport(), "ucx");
+  EXPECT_NE(s.links(0).path().find("tcp/"), std::string::npos) << s.links(0).path();
+  EXPECT_GT(s.links(0).latency_us(), 0);
+  EXPECT_GT(s.links(0).bandwidth_gbps(), 0);
+  EXPECT_NE(group.err(server.index()).find("link rank 0 <-> 1: ucx tcp/"), std::string::npos)
+      << group.describe();
   const pid_t worker = s.ranks(1).pid();
   ASSERT_GT(worker, 0);
   // Tensor parallel over two processes streams the single-rank greedy tokens.

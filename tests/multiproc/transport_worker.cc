@@ -17,6 +17,7 @@
 #endif
 
 namespace tandem::transport {
+
 namespace {
 
 absl::Status rendezvous(Bootstrap& boot) {

@@ -1,6 +1,8 @@
 #include "tests/multiproc/ucx_scenarios.h"
+#include "tests/support/allocation_counter.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "transport/link_probe.h"
 #include "transport/ucx/ucx_communicator.h"
 
 namespace tandem::transport {
@@ -317,6 +320,68 @@ absl::Status bench(Communicator& comm) {
   return comm.barrier(deadline_in(milliseconds(60000)));
 }
 
+// The start-up link check: rank 0 prints what it measured of each link.
+absl::Status link_probe(Communicator& comm) {
+  const auto start = Clock::now();
+  TANDEM_ASSIGN_OR_RETURN(auto links, probe_links(comm, LinkProbeOptions{}));
+  for (const LinkMeasurement& m : links) {
+    if (m.round_trip_us <= 0 || m.bandwidth_gbps <= 0) {
+      return absl::InternalError(absl::StrCat("measured nothing: ", describe_link(m)));
+    }
+    std::printf("%s\n", describe_link(m).c_str());
+  }
+  std::printf("PROBED in %lld ms\n", static_cast<long long>(std::chrono::duration_cast<milliseconds>(
+                                                                Clock::now() - start)
+                                                                .count()));
+  return absl::OkStatus();
+}
+
+// The last rank dies while rank 0 measures the links: rank 0 (and any other
+// rank) must come back with an error, within the probe's op timeout.
+absl::Status link_probe_peer_dies(Communicator& comm) {
+  if (comm.rank() == comm.size() - 1) {
+    std::this_thread::sleep_for(milliseconds(20));
+    std::fflush(stdout);
+    ::_exit(7);
+  }
+  LinkProbeOptions options;
+  options.timeout = milliseconds(3000);
+  options.max_round_trips = 1000000;  // keep rank 0 measuring until the peer is gone
+  options.budget = milliseconds(5000);
+  const auto start = Clock::now();
+  absl::Status s = probe_links(comm, options).status();
+  std::printf("DETECTED %s after %lld ms\n", s.ToString().c_str(),
+              static_cast<long long>(
+                  std::chrono::duration_cast<milliseconds>(Clock::now() - start).count()));
+  return s.ok() ? absl::InternalError("the probe passed with a dead peer") : s;
+}
+
+// What the decode path does per layer (an all_reduce of a hidden state) and
+// per pipeline hop (a tagged exchange), repeated after a warm-up: none of it
+// may allocate, at either end.
+absl::Status no_alloc(Communicator& comm) {
+  std::vector<float> hidden(2048, 1.0f);
+  const int peer = (comm.rank() + 1) % comm.size();
+  auto step = [&]() -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(comm.all_reduce(hidden.data(), hidden.size(), DataType::kF32,
+                                           ReduceOp::kSum, deadline_in(milliseconds(5000))));
+    std::fill(hidden.begin(), hidden.end(), 1.0f);
+    TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(hidden.data(), 4096, peer, 21));
+    TANDEM_ASSIGN_OR_RETURN(auto s, comm.isend(hidden.data() + 1024, 4096, peer, 21));
+    TANDEM_RETURN_IF_ERROR(r->wait(deadline_in(milliseconds(5000))));
+    return s->wait(deadline_in(milliseconds(5000)));
+  };
+  for (int i = 0; i < 20; ++i) TANDEM_RETURN_IF_ERROR(step());
+  const int64_t before = tandem::testing::allocations_on_this_thread();
+  for (int i = 0; i < 200; ++i) TANDEM_RETURN_IF_ERROR(step());
+  const int64_t allocated = tandem::testing::allocations_on_this_thread() - before;
+  if (allocated != 0) {
+    return absl::InternalError(absl::StrCat("rank ", comm.rank(), ": 200 exchange steps made ",
+                                            allocated, " heap allocations"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
@@ -338,6 +403,12 @@ absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
   } else if (scenario == "ucx_all") {
     s = collectives(*comm);
     if (s.ok()) s = p2p(*comm);  // last: it ends by aborting the communicator
+  } else if (scenario == "ucx_link_probe") {
+    s = link_probe(*comm);
+  } else if (scenario == "ucx_link_probe_peer_dies") {
+    return link_probe_peer_dies(*comm);  // a rank is gone: no final barrier
+  } else if (scenario == "ucx_no_alloc") {
+    s = no_alloc(*comm);
   } else if (scenario == "ucx_bench") {
     s = bench(*comm);
   } else {

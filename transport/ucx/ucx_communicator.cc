@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +30,9 @@ constexpr int kWarmupMessages = 160;
 constexpr size_t kWarmupBytes = 8000;
 // How long a wait busy-polls without progress before it yields the CPU.
 constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
+// Ops (and request handles) made ready at start-up: more than a decode step
+// or a pipelined collective keeps in flight, so they never reach the heap.
+constexpr size_t kPooledOps = 64;
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
@@ -42,7 +44,9 @@ class UcxCommunicator;
 
 // One send or receive. Owned by its UcxRequest until that dies while UCX
 // still holds the operation: then it is `orphaned` and the completion
-// callback frees it.
+// callback recycles it. OpStates are recycled through the communicator's free
+// list, so a send or receive allocates nothing once the list is warm (two
+// per layer per token on the decode path).
 struct OpState {
   UcxCommunicator* comm = nullptr;
   int peer = 0;
@@ -53,6 +57,34 @@ struct OpState {
   absl::Status status;
   bool orphaned = false;
   ucp_tag_recv_info_t info{};
+  OpState* prev = nullptr;  // links of the communicator's list of live ops
+  OpState* next = nullptr;
+};
+
+// The ops UCX still holds: an intrusive list, so tracking one allocates nothing.
+class LiveOps {
+ public:
+  void insert(OpState* op) {
+    op->prev = nullptr;
+    op->next = head_;
+    if (head_ != nullptr) head_->prev = op;
+    head_ = op;
+  }
+  void erase(OpState* op) {
+    (op->prev != nullptr ? op->prev->next : head_) = op->next;
+    if (op->next != nullptr) op->next->prev = op->prev;
+    op->prev = op->next = nullptr;
+  }
+  bool empty() const { return head_ == nullptr; }
+  // A copy, for loops that may erase while they walk (rare paths only).
+  std::vector<OpState*> snapshot() const {
+    std::vector<OpState*> ops;
+    for (OpState* op = head_; op != nullptr; op = op->next) ops.push_back(op);
+    return ops;
+  }
+
+ private:
+  OpState* head_ = nullptr;
 };
 
 struct PeerSlot {
@@ -71,6 +103,9 @@ class UcxCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string_view backend() const override { return "ucx"; }
+  std::string link_path(int peer) const override {
+    return peer >= 0 && peer < static_cast<int>(paths_.size()) ? paths_[peer] : "";
+  }
   absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
                                                  uint32_t tag) override;
   absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
@@ -106,15 +141,20 @@ class UcxCommunicator final : public Communicator {
   bool settle_locked(OpState& op);
   void cancel_locked(OpState& op);
   absl::Status check_peer(int peer) const;
+  // With mu_ held: a fresh op from the free list (or the heap when it is empty).
+  OpState* new_op_locked(int peer, bool is_recv, size_t bytes);
+  void recycle_locked(OpState* op);
 
   const int rank_, size_;
   std::mutex mu_;  // the worker is used by one thread at a time
   ucx::Context context_;
   ucx::Worker worker_;  // destroyed before context_
   std::vector<ucp_ep_h> eps_;
+  std::vector<std::string> paths_;  // what UCX picked for each endpoint, read once wired up
   std::vector<std::unique_ptr<PeerSlot>> slots_;
   std::vector<absl::Status> peer_status_;  // UNAVAILABLE once a peer failed
-  std::unordered_set<OpState*> live_;      // ops UCX still holds
+  LiveOps live_;                           // ops UCX still holds
+  std::vector<OpState*> free_ops_;         // recycled ops, owned here
   // A peer one of whose cancelled ops outlived kCancelGrace (a dead link that
   // no error reports): later releases to it get the short grace, and the
   // endpoint is force-closed, so a failed collective with many chunks in
@@ -126,9 +166,44 @@ class UcxCommunicator final : public Communicator {
   bool closing_ = false;
 };
 
+// Freed UcxRequest blocks, reused by the next request: the Communicator API
+// hands out unique_ptr<Request>, and this keeps that from costing a heap
+// allocation per send or receive. Never destroyed, so a request that dies
+// during static destruction still has somewhere to go.
+struct RequestBlocks {
+  std::mutex mu;
+  std::vector<void*> free;
+};
+RequestBlocks& request_blocks() {
+  static auto* blocks = [] {
+    auto* b = new RequestBlocks;
+    b->free.reserve(kPooledOps);
+    return b;
+  }();
+  return *blocks;
+}
+
 class UcxRequest final : public Request {
  public:
   UcxRequest(UcxCommunicator* comm, OpState* op) : comm_(comm), op_(op) {}
+  static void* operator new(size_t size) {
+    RequestBlocks& blocks = request_blocks();
+    {
+      std::lock_guard<std::mutex> lock(blocks.mu);
+      if (!blocks.free.empty() && size == sizeof(UcxRequest)) {
+        void* block = blocks.free.back();
+        blocks.free.pop_back();
+        return block;
+      }
+    }
+    return ::operator new(size);
+  }
+  static void operator delete(void* block, size_t size) {
+    if (size != sizeof(UcxRequest)) return ::operator delete(block);
+    RequestBlocks& blocks = request_blocks();
+    std::lock_guard<std::mutex> lock(blocks.mu);
+    blocks.free.push_back(block);
+  }
   ~UcxRequest() override { comm_->release(op_); }
   absl::Status wait(Deadline deadline) override { return comm_->wait(*op_, deadline); }
   bool test() override { return comm_->test(*op_); }
@@ -168,12 +243,29 @@ absl::Status UcxCommunicator::final_status(OpState& op, ucs_status_t status) {
                                              op.peer, " failed: ", ucs_status_string(status)));
 }
 
+OpState* UcxCommunicator::new_op_locked(int peer, bool is_recv, size_t bytes) {
+  OpState* op;
+  if (free_ops_.empty()) {
+    op = new OpState;
+  } else {
+    op = free_ops_.back();
+    free_ops_.pop_back();
+  }
+  *op = OpState{.comm = this, .peer = peer, .is_recv = is_recv, .bytes = bytes};
+  return op;
+}
+
+void UcxCommunicator::recycle_locked(OpState* op) {
+  op->status = absl::OkStatus();  // drops an error's payload now, not at reuse
+  free_ops_.push_back(op);
+}
+
 void UcxCommunicator::on_complete(OpState* op, void* request, ucs_status_t status) {
   ucp_request_free(request);
   op->ucx_req = nullptr;
   live_.erase(op);
   if (op->orphaned) {
-    delete op;
+    recycle_locked(op);
     return;
   }
   if (!op->done) {
@@ -212,7 +304,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
   if (!peer_status_[peer].ok()) return peer_status_[peer];
-  auto* op = new OpState{.comm = this, .peer = peer, .is_recv = false, .bytes = bytes};
+  OpState* op = new_op_locked(peer, /*is_recv=*/false, bytes);
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
@@ -228,7 +320,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
   if (!peer_status_[peer].ok()) return peer_status_[peer];
-  auto* op = new OpState{.comm = this, .peer = peer, .is_recv = true, .bytes = bytes};
+  OpState* op = new_op_locked(peer, /*is_recv=*/true, bytes);
   ucp_request_param_t p{};
   // UCX 1.13 can complete a receive immediately without filling recv_info
   // (seen on loopback: length 0 for a 1-byte message), so the length always
@@ -295,7 +387,7 @@ bool UcxCommunicator::test(OpState& op) {
 void UcxCommunicator::release(OpState* op) {
   std::lock_guard<std::mutex> lock(mu_);
   if (op->ucx_req == nullptr) {
-    delete op;
+    recycle_locked(op);
     return;
   }
   // Still in flight: cancel, and progress until UCX hands it back. An op
@@ -306,7 +398,7 @@ void UcxCommunicator::release(OpState* op) {
   cancel_locked(*op);
   while (op->ucx_req != nullptr && Clock::now() < until) ucp_worker_progress(worker_.get());
   if (op->ucx_req == nullptr) {
-    delete op;
+    recycle_locked(op);
   } else {
     op->orphaned = true;  // the callback frees it; the buffer is UCX's problem now
     stalled_[op->peer] = true;
@@ -319,8 +411,7 @@ void UcxCommunicator::abort(const absl::Status& reason) {
   abort_status_ = absl::AbortedError(absl::StrCat("communicator aborted: ", reason.ToString()));
   aborted_ = true;
   // Every waiter sees the flag at its next iteration; cancel what UCX holds.
-  std::vector<OpState*> ops(live_.begin(), live_.end());
-  for (OpState* op : ops) {
+  for (OpState* op : live_.snapshot()) {
     if (!op->orphaned) settle_locked(*op);
   }
 }
@@ -329,8 +420,7 @@ UcxCommunicator::~UcxCommunicator() {
   std::lock_guard<std::mutex> lock(mu_);
   closing_ = true;
   if (worker_.get() == nullptr) return;
-  std::vector<OpState*> ops(live_.begin(), live_.end());
-  for (OpState* op : ops) {
+  for (OpState* op : live_.snapshot()) {
     op->orphaned = true;
     cancel_locked(*op);
     if (op->ucx_req != nullptr && !op->is_recv) stalled_[op->peer] = true;
@@ -353,6 +443,9 @@ UcxCommunicator::~UcxCommunicator() {
     if (all && live_.empty()) break;
   }
   for (void* r : closing) ucp_request_free(r);
+  // Ops UCX still holds after the grace stay with it (their callbacks may yet
+  // run); the recycled ones are ours.
+  for (OpState* op : free_ops_) delete op;
 }
 
 absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& options) {
@@ -393,6 +486,8 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                           bootstrap.all_gather(name, own.bytes(), deadline));
 
+  free_ops_.reserve(4 * kPooledOps);
+  for (size_t i = 0; i < kPooledOps; ++i) free_ops_.push_back(new OpState);
   eps_.assign(size_, nullptr);
   for (int p = 0; p < size_; ++p) {
     slots_.push_back(std::make_unique<PeerSlot>(PeerSlot{this, p}));
@@ -453,12 +548,13 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   requests.clear();
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
+  for (int p = 0; p < size_; ++p) paths_.push_back(ucx::endpoint_transports(eps_[p]));
   if (options.log_transports) {
     int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
     log_line(absl::StrCat(
         "rank ", rank_, ": UCX_TLS=", std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "(default)",
         ", peer failure detection ", options.peer_failure_detection ? "on" : "off", ", to rank ",
-        peer, ": ", ucx::endpoint_transports(eps_[peer])));
+        peer, ": ", paths_[peer]));
   }
   return absl::OkStatus();
 }

@@ -49,6 +49,18 @@ TEST_F(CliTest, BadFlagsGiveOneLineAndExitCode2) {
   }
 }
 
+TEST_F(CliTest, BadLinkCheckFlagsAreNamed) {
+  const Result unit = tandem("generate --model x --prompt y --min-link-bandwidth 10");
+  EXPECT_EQ(unit.code, 2) << unit.err;
+  EXPECT_NE(unit.err.find("--min-link-bandwidth"), std::string::npos) << unit.err;
+  const Result both = tandem("generate --model x --prompt y --skip-link-check --require-link rdma");
+  EXPECT_EQ(both.code, 2) << both.err;
+  EXPECT_NE(both.err.find("--skip-link-check does not go with"), std::string::npos) << both.err;
+  const Result kind = tandem("generate --model x --prompt y --require-link infiniband");
+  EXPECT_EQ(kind.code, 2) << kind.err;
+  EXPECT_EQ(count_lines(kind.err), 1) << kind.err;
+}
+
 TEST_F(CliTest, MissingFileIsNamed) {
   const Result r = tandem("generate --model /nonexistent/m.gguf --prompt hi");
   EXPECT_EQ(r.code, 2);

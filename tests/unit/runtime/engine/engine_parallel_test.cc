@@ -230,6 +230,7 @@ TEST(EngineCluster, ARankThatCannotLoadFailsEveryRank) {
   std::thread worker([&] {
     EngineOptions o = options_for("tiny-f32.gguf", 2, 1);
     o.model_path = kDir + "missing.gguf";
+    o.stream_missing_model = false;
     o.comm = comms[1].get();
     worker_status.set_value(Engine::Load(o).status());
   });
@@ -295,6 +296,72 @@ TEST(EngineCluster, ATensorParallelRankReadsOnlyItsHalf) {
         << "rank " << r << " read " << read[r] << " of " << weights << " weight bytes";
     EXPECT_GE(read[r], counted[r]);
   }
+}
+
+// Ranks whose box has no copy of the model stream their shards from rank 0:
+// the same logits as one rank, the same shard bytes as a local load, and
+// nothing read from disk by the fetching ranks' threads.
+TEST(EngineCluster, RanksWithoutTheFileStreamTheirShardsFromRankZero) {
+  const std::string model = "tiny-f32.gguf";
+  const std::vector<int32_t> forced = {5, 77, 300, 12};
+  std::vector<float> reference;
+  {
+    auto e = Engine::Load(options_for(model, 1, 1));
+    ASSERT_TRUE(e.ok()) << e.status();
+    reference = forced_logits(**e, forced);
+  }
+  constexpr int kTp = 2, kPp = 2;
+  auto comms = transport::make_local_world(kTp * kPp);
+  std::vector<uint64_t> read(kTp * kPp, 0), loaded(kTp * kPp, 0);
+  std::vector<std::thread> workers;
+  for (int r = 1; r < kTp * kPp; ++r) {
+    workers.emplace_back([&, r] {
+      EngineOptions o = options_for(model, kTp, kPp);
+      o.model_path = "/nonexistent/box-without-a-copy/" + model;
+      o.comm = comms[r].get();
+      const uint64_t before = thread_read_bytes();
+      auto e = Engine::Load(o);
+      read[r] = thread_read_bytes() - before;
+      ASSERT_TRUE(e.ok()) << "rank " << r << ": " << e.status();
+      loaded[r] = (*e)->load_stats().bytes;
+      EXPECT_TRUE((*e)->run_worker().ok());
+    });
+  }
+  EngineOptions o = options_for(model, kTp, kPp);
+  o.comm = comms[0].get();
+  auto e = Engine::Load(o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::vector<float> streamed = forced_logits(**e, forced);
+  EXPECT_TRUE((*e)->shutdown_workers().ok());
+  for (auto& t : workers) t.join();
+  ASSERT_EQ(streamed.size(), reference.size());
+  EXPECT_LE(max_abs_diff(streamed, reference), 1e-4f);
+  for (int r = 1; r < kTp * kPp; ++r) {
+    EXPECT_GT(loaded[r], 0u);
+    EXPECT_LT(read[r], 64u << 10) << "rank " << r << " read from disk";
+  }
+}
+
+TEST(EngineCluster, AFileOnNoBoxFailsEveryRankAtOnce) {
+  auto comms = transport::make_local_world(2);
+  std::promise<absl::Status> worker_status;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread worker([&] {
+    EngineOptions o = options_for("tiny-f32.gguf", 2, 1);
+    o.model_path = kDir + "nowhere.gguf";
+    o.comm = comms[1].get();
+    worker_status.set_value(Engine::Load(o).status());
+  });
+  EngineOptions o = options_for("tiny-f32.gguf", 2, 1);
+  o.model_path = kDir + "nowhere.gguf";
+  o.comm = comms[0].get();
+  auto e = Engine::Load(o);
+  worker.join();
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("nowhere.gguf"), std::string::npos) << e.status();
+  const absl::Status w = worker_status.get_future().get();
+  EXPECT_NE(w.message().find("nothing to stream it from"), std::string::npos) << w;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
 TEST(EngineCluster, ALayoutThatDoesNotMatchTheClusterIsRefused) {
