@@ -44,7 +44,8 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
 }
 
 int run_remote(GenerateFlags& f, const CLI::App& cmd) {
-  for (const char* local_only : {"--model", "--threads", "--context", "--batch", "--mmap", "--kv-type",
+  for (const char* local_only : {"--model", "--threads", "--context", "--batch", "--mmap",
+                                 "--kv-type",
                                  "--logits-out", "--tp", "--pp", "--local-ranks", "--rank",
                                  "--world-size", "--master", "--transport"}) {
     if (cmd.count(local_only) > 0) {

@@ -59,8 +59,12 @@ class KvCache {
   void store(int64_t il, int32_t seq, int64_t pos, const float* k, const float* v);
 
   // f32 caches only: the head_dim floats of key/value head `h` at `pos`.
-  float* key(int64_t il, int32_t seq, int64_t pos, int64_t h) { return slot_f32(il, seq, pos, h, 0); }
-  float* value(int64_t il, int32_t seq, int64_t pos, int64_t h) { return slot_f32(il, seq, pos, h, 1); }
+  float* key(int64_t il, int32_t seq, int64_t pos, int64_t h) {
+    return slot_f32(il, seq, pos, h, 0);
+  }
+  float* value(int64_t il, int32_t seq, int64_t pos, int64_t h) {
+    return slot_f32(il, seq, pos, h, 1);
+  }
   // The key/value element at `pos` as a float, whatever the type (for tests).
   float key_at(int64_t il, int32_t seq, int64_t pos, int64_t h, int64_t d) const;
   float value_at(int64_t il, int32_t seq, int64_t pos, int64_t h, int64_t d) const;

@@ -54,7 +54,9 @@ void score_keys(const float* q, const float* k, int64_t n_keys, int64_t hd, floa
   }
   for (; j < n_keys; ++j) {
     float32x4_t a = vdupq_n_f32(0.0f);
-    for (int64_t d = 0; d < hd; d += 4) a = vfmaq_f32(a, vld1q_f32(q + d), vld1q_f32(k + j * hd + d));
+    for (int64_t d = 0; d < hd; d += 4) {
+      a = vfmaq_f32(a, vld1q_f32(q + d), vld1q_f32(k + j * hd + d));
+    }
     s[j] = vaddvq_f32(a) * scale;
   }
 }

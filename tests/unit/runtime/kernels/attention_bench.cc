@@ -111,8 +111,8 @@ void run(benchmark::State& state, int64_t tokens, int64_t context, int mode) {
     }
     benchmark::DoNotOptimize(out.data());
   }
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_Decode2048(benchmark::State& s, int mode) { run(s, 1, 2048, mode); }
