@@ -168,6 +168,7 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
                           {"test", test}, {"tokens_per_s", s.mean},
                           {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
                           {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
+    row["kv_type"] = dtype_name(f.kv_type);
     if (e.distributed()) row["sync_us_per_token"] = sync_us_per_token;
     if (decode) {
       row["bound_tokens_per_s"] = bound;

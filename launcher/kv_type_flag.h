@@ -2,7 +2,6 @@
 // default, as in llama.cpp) or f32.
 #pragma once
 
-#include <map>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -11,9 +10,12 @@
 namespace tandem::launcher {
 
 inline CLI::Option* add_kv_type_option(CLI::App& command, DType* type) {
-  static const std::map<std::string, DType> kTypes = {{"f16", DType::kF16}, {"f32", DType::kF32}};
-  return command.add_option("--kv-type", *type, "KV cache element type: f16 (default) or f32")
-      ->transform(CLI::CheckedTransformer(kTypes, CLI::ignore_case));
+  return command
+      .add_option_function<std::string>(
+          "--kv-type",
+          [type](const std::string& name) { *type = name == "f32" ? DType::kF32 : DType::kF16; },
+          "KV cache element type: f16 (default) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}));
 }
 
 }  // namespace tandem::launcher

@@ -1,6 +1,6 @@
 // The attention kernel against a float64 reference, on awkward shapes: head
 // sizes 64, 128 and 72 (an odd multiple of 8), GQA groups 1, 4 and 8, block
-// sizes 16 and 5, batches mixing decode tokens and prefill runs of several
+// sizes 16 and 5 (positions never a multiple of either), batches mixing decode tokens and prefill runs of several
 // sequences, f32 and f16 caches, every ISA this machine runs, one thread and
 // several (with and without the split-K decode path). Cache positions that no
 // token may see hold NaN, so any read past the causal limit shows.
