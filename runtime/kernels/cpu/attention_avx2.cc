@@ -61,15 +61,22 @@ void score_keys(const float* q, const float* k, int64_t n_keys, int64_t hd, floa
   const __m256 vscale = _mm256_set1_ps(scale);
   int64_t j = 0;
   for (; j + 8 <= n_keys; j += 8) {
-    __m256 acc[8];
-    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    // Eight named accumulators: GCC 12 keeps an array of them in memory.
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
     const float* kj = k + j * hd;
     for (int64_t d = 0; d < hd; d += 8) {
       const __m256 qv = _mm256_loadu_ps(q + d);
-      for (int u = 0; u < 8; ++u) {
-        acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + u * hd + d), acc[u]);
-      }
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + d), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + hd + d), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 2 * hd + d), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 3 * hd + d), a3);
+      a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 4 * hd + d), a4);
+      a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 5 * hd + d), a5);
+      a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 6 * hd + d), a6);
+      a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + 7 * hd + d), a7);
     }
+    const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
     _mm256_storeu_ps(s + j, _mm256_mul_ps(hsum8(acc), vscale));
   }
   for (; j < n_keys; ++j) {
