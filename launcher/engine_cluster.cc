@@ -4,15 +4,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "launcher/auto_layout.h"
 #include "launcher/commands.h"
 
 namespace tandem::launcher {
 
 int run_engine_cluster(std::string_view command, Cluster& cluster, engine::EngineOptions options,
                        const std::function<int(engine::Engine&)>& drive) {
-  if (cluster.size() > 1 && options.tp * options.pp == 1) options.tp = cluster.size();
   options.comm = cluster.comm();
   options.ranks_on_this_box = cluster.ranks_on_this_box();
+  if (absl::Status s = choose_layout(cluster, options); !s.ok()) {
+    return report_error(command, s);
+  }
   const auto& thread_comms = cluster.thread_ranks();
   std::vector<absl::Status> thread_status(thread_comms.size());
   std::vector<std::thread> threads;

@@ -11,7 +11,7 @@
 namespace tandem::launcher {
 
 // Loads `options` on every rank of `cluster` (filling in the communicator,
-// and tp = the cluster's size when no layout was given), calls `drive` on
+// and the planner's layout when none was given), calls `drive` on
 // rank 0 and serves it elsewhere; returns the exit code, errors reported as
 // `command`'s. Every rank calls it the same number of times.
 int run_engine_cluster(std::string_view command, Cluster& cluster, engine::EngineOptions options,

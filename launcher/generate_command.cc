@@ -177,7 +177,7 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--no-bos", flags->no_bos, "Do not add the BOS token");
   cmd->add_option("--logits-out", flags->logits_out,
                   "Write raw float32 logits [n_prompt + n_generated - 1][n_vocab]");
-  cmd->add_option("--tp", flags->engine.tp, "Tensor-parallel ranks")->check(CLI::Range(1, 64));
+  cmd->add_option("--tp", flags->engine.tp, "Tensor-parallel ranks (default: the planner's layout)")->check(CLI::Range(1, 64));
   cmd->add_option("--pp", flags->engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
   add_cluster_flags(*cmd, flags->cluster);
   cmd->callback([flags, exit_code, cmd] {

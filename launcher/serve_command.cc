@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "launcher/cluster.h"
+#include "launcher/auto_layout.h"
 #include "launcher/commands.h"
 #include "launcher/kv_type_flag.h"
 #include "launcher/local_ranks.h"
@@ -70,15 +71,16 @@ absl::StatusOr<std::string> ensure_demo_model() {
 }
 
 // The engine options every rank loads with: its communicator and the layout
-// (tensor parallelism over every rank unless --tp/--pp say otherwise).
-engine::EngineOptions engine_options(const ServeFlags& f, const Cluster& cluster) {
+// (the planner's choice, which rank 0 sends to every rank, unless --tp/--pp
+// say otherwise).
+absl::StatusOr<engine::EngineOptions> engine_options(const ServeFlags& f, const Cluster& cluster) {
   engine::EngineOptions o = f.serve.engine;
   o.comm = cluster.comm();
-  if (cluster.size() > 1 && o.tp * o.pp == 1) o.tp = cluster.size();
   // The ranks that share this box's memory (the engine refuses to load past
   // this rank's share).
   o.ranks_on_this_box = cluster.ranks_on_this_box();
   o.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
+  TANDEM_RETURN_IF_ERROR(choose_layout(cluster, o));
   return o;
 }
 
@@ -155,7 +157,8 @@ int run_worker_rank(Cluster& cluster, const ServeFlags& f) {
   serve::WorkerHeartbeat heartbeat(*cluster.bootstrap(), options);
   absl::Status s;
   {
-    auto loaded = engine::Engine::Load(engine_options(f, cluster));
+    absl::StatusOr<engine::EngineOptions> o = engine_options(f, cluster);
+    auto loaded = o.ok() ? engine::Engine::Load(*o) : o.status();
     if (!loaded.ok()) {
       heartbeat.set_health(v1::RANK_HEALTH_FAILED, std::string(loaded.status().message()));
       s = loaded.status();
@@ -216,7 +219,8 @@ int run_rank0(ServeFlags& f, int default_ranks) {
         std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
   }
   serve::ServeNode::StopCause cause;
-  if (absl::Status s = node.load(engine_options(f, cluster)); !s.ok()) {
+  absl::StatusOr<engine::EngineOptions> engine = engine_options(f, cluster);
+  if (absl::Status s = engine.ok() ? node.load(*engine) : engine.status(); !s.ok()) {
     cause.failure = s;
   } else {
     std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
@@ -306,7 +310,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Context length (default: the model's)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--tp", f->serve.engine.tp,
-                  "Tensor-parallel ranks (default: every rank, when --pp is not given)")
+                  "Tensor-parallel ranks (default: the layout the planner chooses)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--pp", f->serve.engine.pp, "Pipeline stages")->check(CLI::Range(1, 64));
   cmd->add_option("--batch", f->serve.engine.max_batch_tokens, "Largest forward batch in tokens")

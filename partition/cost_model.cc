@@ -69,22 +69,30 @@ std::vector<SyncPoint> sync_points(const ModelDims& dims, int tp, std::span<cons
 namespace {
 
 // The memory/compute time of each stage: its slowest node, where the node's
-// ranks of that stage share its bandwidth and flops. `work` gives a rank's
-// bytes read and flops.
+// ranks of that stage share its bandwidth and flops, and no rank reads faster
+// than cluster.rank_memory_bandwidth. `work` gives a rank's bytes read and
+// flops.
 template <typename Work>
 std::vector<double> stage_seconds(std::span<const RankWork> ranks, int pp,
                                   const ClusterDesc& cluster, Work work) {
-  std::vector<std::map<int, std::pair<double, double>>> load(static_cast<size_t>(pp));
+  struct NodeLoad {
+    double bytes = 0, flops = 0, largest_rank_bytes = 0;
+  };
+  std::vector<std::map<int, NodeLoad>> load(static_cast<size_t>(pp));
   for (const RankWork& r : ranks) {
     const auto [bytes, flops] = work(r);
-    auto& node = load[static_cast<size_t>(r.stage)][r.node];
-    node.first += bytes;
-    node.second += flops;
+    NodeLoad& node = load[static_cast<size_t>(r.stage)][r.node];
+    node.bytes += bytes;
+    node.flops += flops;
+    node.largest_rank_bytes = std::max(node.largest_rank_bytes, bytes);
   }
   std::vector<double> out(static_cast<size_t>(pp), 0.0);
   for (int s = 0; s < pp; ++s) {
     for (const auto& [node, sum] : load[static_cast<size_t>(s)]) {
-      const double t = std::max(sum.first / cluster.memory_bandwidth, sum.second / cluster.compute);
+      double t = std::max(sum.bytes / cluster.memory_bandwidth, sum.flops / cluster.compute);
+      if (cluster.rank_memory_bandwidth > 0) {
+        t = std::max(t, sum.largest_rank_bytes / cluster.rank_memory_bandwidth);
+      }
       out[static_cast<size_t>(s)] = std::max(out[static_cast<size_t>(s)], t);
     }
   }

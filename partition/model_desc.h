@@ -72,6 +72,11 @@ struct ClusterDesc {
   // 2025. The 1 PFLOP headline is sparse FP4, which our kernels (that compute
   // in f32) never reach; prefill predictions use the f32 figure.
   double compute = 31e12;  // flop/s per node
+  // What one rank can read on its own, in bytes/s; 0: no limit below the
+  // node's. A CPU rank is bounded by its threads (one core reads well under
+  // what the memory gives all of them), which is what makes tensor
+  // parallelism pay on a single box; a GPU rank reaches the node's figure.
+  double rank_memory_bandwidth = 0;
   // One 200 Gb/s ConnectX-7 link between the boxes. 30 us per collective is
   // the figure for a small all_reduce between two boxes (a few network
   // round trips plus the transport's software), not a measurement of ours.

@@ -75,6 +75,9 @@ absl::Status check_cluster(const ClusterDesc& c) {
       !positive(c.local_bandwidth)) {
     return absl::InvalidArgumentError("bandwidths and compute must be positive");
   }
+  if (!(c.rank_memory_bandwidth >= 0) || !std::isfinite(c.rank_memory_bandwidth)) {
+    return absl::InvalidArgumentError("a rank's memory bandwidth must be finite and not negative");
+  }
   if (!(c.link_latency >= 0) || !(c.local_latency >= 0) || !std::isfinite(c.link_latency) ||
       !std::isfinite(c.local_latency)) {
     return absl::InvalidArgumentError("latencies must be finite and not negative");

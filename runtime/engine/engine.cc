@@ -171,7 +171,8 @@ absl::Status Engine::load_local(const EngineOptions& options) {
       model_, model::LlamaModel::Load(*file_, {options.use_mmap && !file_->is_remote()}, shard));
   const int n_threads = options.n_threads > 0
                             ? options.n_threads
-                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                              std::max(1, options.ranks_on_this_box));
   pool_ = std::make_unique<kernels::ThreadPool>(n_threads);
   TANDEM_ASSIGN_OR_RETURN(workspace_,
                           model_->make_workspace(max_batch_tokens_, context_length_, n_threads,

@@ -35,7 +35,7 @@ struct StepCommand;  // step_command.h
 
 struct EngineOptions {
   std::string model_path;
-  int n_threads = 0;               // 0: one per core
+  int n_threads = 0;               // 0: one per core (the box's cores shared by its ranks)
   int64_t context_length = 0;      // 0: the model's own
   int32_t max_sequences = 1;       // KV cache slots
   int64_t max_batch_tokens = 512;  // largest forward batch

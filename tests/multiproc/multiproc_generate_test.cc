@@ -144,6 +144,24 @@ TEST(MultiprocGenerate, ARankWithoutTheFileStreamsItsShard) {
       << err;
 }
 
+// No --tp/--pp: rank 0's planner picks the layout, says why, and every rank
+// loads it. (This tiny model is cheap to read, so over TCP's latency the
+// planner may prefer fewer exchanges: either layout is right.) Three ranks
+// cannot split its 4 KV heads, so the planner takes three pipeline stages
+// instead of failing.
+TEST(MultiprocGenerate, WithoutALayoutThePlannerChoosesOne) {
+  const Output two = generate("--local-ranks 2");
+  expect_single_rank_answer(two);
+  EXPECT_NE(two.run.err.find("x pp"), std::string::npos) << two.run.err;
+  EXPECT_NE(two.run.err.find(", chosen by the planner for 1 node(s) x 2 rank(s)"),
+            std::string::npos)
+      << two.run.err;
+  const Output three = generate("--local-ranks 3");
+  expect_single_rank_answer(three);
+  EXPECT_NE(three.run.err.find("layout: tp1 x pp3, chosen by the planner"), std::string::npos)
+      << three.run.err;
+}
+
 TEST(MultiprocGenerate, ALayoutTheClusterCannotHoldIsRefused) {
   const Output got = generate("--tp 2 --local-ranks 3");
   EXPECT_EQ(got.run.code, 2) << got.run.err;

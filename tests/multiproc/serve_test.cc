@@ -357,7 +357,8 @@ TEST(Serve, TwoLocalRanksStartAndSigtermStopsEveryRank) {
   EXPECT_EQ(s.layout().world_size(), 2);
   EXPECT_EQ(s.layout().launch(), "local-ranks");
   EXPECT_EQ(s.ranks(1).health(), v1::RANK_HEALTH_HEALTHY);
-  EXPECT_EQ(s.layout().tp(), 2);  // the model is split over both ranks
+  // The model is split over both ranks, in the layout rank 0's planner chose.
+  EXPECT_EQ(s.layout().tp() * s.layout().pp(), 2);
   // The link rank 0 measured at start-up.
   ASSERT_EQ(s.links_size(), 1);
   EXPECT_EQ(s.links(0).rank_a(), 0);

@@ -297,6 +297,29 @@ TEST(CostModel, RanksOfANodeShareItsBandwidth) {
   EXPECT_DOUBLE_EQ(e.decode_step_s, 1.2);
 }
 
+// A rank that reads slower than its node (a CPU rank's threads) bounds the
+// node's stage: two such ranks reading at once get the node's bandwidth, one
+// alone only its own.
+TEST(CostModel, ARankReadsNoFasterThanItsOwnBandwidth) {
+  ClusterDesc c;
+  c.nodes = 1;
+  c.ranks_per_node = 2;
+  c.memory_bandwidth = 1000;
+  c.rank_memory_bandwidth = 600;
+  c.compute = 1e12;
+  const Request req{.context = 1, .batch = 1, .prefill_chunk = 1};
+  std::vector<RankWork> tp(2);  // one stage, both ranks read half
+  tp[0] = {.rank = 0, .stage = 0, .node = 0, .weight_bytes_read = 600};
+  tp[1] = {.rank = 1, .stage = 0, .node = 0, .weight_bytes_read = 600};
+  EXPECT_DOUBLE_EQ(estimate_cost(tp, 1, {}, c, req).decode_step_s, 1.2);  // the node's 1000
+  std::vector<RankWork> pp(2);  // two stages, one rank each, one after the other
+  pp[0] = {.rank = 0, .stage = 0, .node = 0, .weight_bytes_read = 600};
+  pp[1] = {.rank = 1, .stage = 1, .node = 0, .weight_bytes_read = 600};
+  EXPECT_DOUBLE_EQ(estimate_cost(pp, 2, {}, c, req).decode_step_s, 2.0);  // 600 each
+  c.rank_memory_bandwidth = 0;  // no limit: one rank alone reads at the node's speed
+  EXPECT_DOUBLE_EQ(estimate_cost(pp, 2, {}, c, req).decode_step_s, 1.2);
+}
+
 ClusterDesc two_nodes(int64_t memory) {
   ClusterDesc c;
   c.nodes = 2;
