@@ -84,7 +84,8 @@ partition::ClusterDesc describe_cluster(const Cluster& cluster, int rank_threads
 absl::StatusOr<LayoutChoice> plan_layout(const Cluster& cluster,
                                          const engine::EngineOptions& options) {
   TANDEM_ASSIGN_OR_RETURN(gguf::File file, gguf::File::Open(options.model_path));
-  TANDEM_ASSIGN_OR_RETURN(partition::ModelDesc model, model::model_desc_from_gguf(file));
+  TANDEM_ASSIGN_OR_RETURN(partition::ModelDesc model,
+                          model::model_desc_from_gguf(file, options.kv_type));
   partition::Request request;
   if (options.context_length > 0) request.context = options.context_length;
   else request.context = model.context_length > 0 ? model.context_length : request.context;

@@ -15,6 +15,7 @@
 #include "launcher/cluster.h"
 #include "launcher/commands.h"
 #include "launcher/engine_cluster.h"
+#include "launcher/kv_type_flag.h"
 #include "launcher/memory_bandwidth.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
@@ -22,12 +23,17 @@
 namespace tandem::launcher {
 namespace {
 
+// Prompt tokens per forward pass while bench decode fills its --decode-context.
+constexpr int kDecodePrefillChunk = 512;
+
 struct BenchFlags {
   std::string mode;
   std::string model;
   std::vector<int> threads = {1, 2};
   std::vector<int> prompt_tokens = {128, 512};
   int gen_tokens = 64;
+  int decode_context = 0;  // positions in the cache before the timed decode steps
+  DType kv_type = DType::kF16;
   int repetitions = 3;
   bool json = false;
   int tp = 1;
@@ -57,14 +63,30 @@ int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-// Seconds for one decode run of n steps after a one-token prompt.
-absl::StatusOr<double> time_decode(engine::Engine& e, int n) {
+// Seconds for one decode run of n steps after a prompt of `context` random
+// tokens (prefilled untimed, in chunks of at most `chunk`) and one more.
+absl::StatusOr<double> time_decode(engine::Engine& e, int n, int context, int chunk) {
   TANDEM_RETURN_IF_ERROR(e.open_sequence(0));
   int32_t token = e.tokenizer().bos_id() >= 0 ? e.tokenizer().bos_id() : 0;
   int32_t pos = 0;
   const int32_t seq = 0;
   double start = 0;
   absl::Status status;
+  if (context > 0) {
+    std::mt19937 rng(99);
+    std::vector<int32_t> tokens(chunk), positions(chunk), seqs(chunk, 0);
+    while (pos < context && status.ok()) {
+      const int m = std::min(chunk, context - pos);
+      for (int i = 0; i < m; ++i) {
+        tokens[i] = static_cast<int32_t>(rng() % e.config().n_vocab);
+        positions[i] = pos + i;
+      }
+      auto logits = e.forward({std::span(tokens.data(), m), std::span(positions.data(), m),
+                               std::span(seqs.data(), m), {}});
+      if (!logits.ok()) status = logits.status();
+      pos += m;
+    }
+  }
   for (int i = 0; i <= n && status.ok(); ++i) {
     if (i == 1) start = now_seconds();  // the prompt step is not a decode step
     auto logits = e.forward({std::span(&token, 1), std::span(&pos, 1), std::span(&seq, 1), {}});
@@ -128,7 +150,8 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
     // One untimed warm-up run, then the repetitions.
     for (int r = 0; r <= f.repetitions; ++r) {
       const double sync_before = e.sync_seconds();
-      auto s = decode ? time_decode(e, n) : time_prefill(e, n, 1234 + r);
+      auto s = decode ? time_decode(e, n, f.decode_context, kDecodePrefillChunk)
+                      : time_prefill(e, n, 1234 + r);
       if (!s.ok()) return report_error("bench", s.status());
       if (r > 0) {
         speeds.push_back(n / *s);
@@ -138,12 +161,14 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
     const double sync_us_per_token = sync / (static_cast<double>(n) * f.repetitions) * 1e6;
     const Sample s = summarize(speeds);
     const double bound = bandwidth / static_cast<double>(per_token);
-    const std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
+    std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
+    if (decode && f.decode_context > 0) absl::StrAppend(&test, " @ d", f.decode_context);
     nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
                           {"threads", t}, {"tp", e.world().tp()}, {"pp", e.world().pp()},
                           {"test", test}, {"tokens_per_s", s.mean},
                           {"stddev", s.stddev}, {"read_gb_per_s", bandwidth / 1e9},
                           {"isa", std::string(kernels::isa_name(kernels::best_isa()))}};
+    row["kv_type"] = dtype_name(f.kv_type);
     if (e.distributed()) row["sync_us_per_token"] = sync_us_per_token;
     if (decode) {
       row["bound_tokens_per_s"] = bound;
@@ -190,8 +215,10 @@ int run_bench(const BenchFlags& f) {
     engine::EngineOptions options;
     options.model_path = f.model;
     options.n_threads = t;
-    options.context_length = (decode ? f.gen_tokens + 1 : max_prompt) + 1;
-    options.max_batch_tokens = decode ? 1 : max_prompt;
+    options.context_length = (decode ? f.decode_context + f.gen_tokens + 1 : max_prompt) + 1;
+    options.max_batch_tokens =
+        decode ? std::max(1, std::min(f.decode_context, kDecodePrefillChunk)) : max_prompt;
+    options.kv_type = f.kv_type;
     options.tp = f.tp;
     options.pp = f.pp;
     const int code = run_engine_cluster("bench", cluster, options, [&](engine::Engine& e) {
@@ -220,6 +247,10 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt lengths for prefill, e.g. 128,512")
       ->delimiter(',')->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--gen-tokens", flags->gen_tokens, "Decode steps")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--decode-context", flags->decode_context,
+                  "decode: positions already in the KV cache when the timed steps start")
+      ->check(CLI::Range(0, 1 << 20));
+  add_kv_type_option(*cmd, &flags->kv_type);
   cmd->add_option("--repetitions", flags->repetitions, "Timed runs per test")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", flags->json, "Print JSON rows instead of a table");
   cmd->add_option("--tp", flags->tp, "decode/prefill: tensor-parallel ranks")->check(CLI::Range(1, 64));
@@ -231,7 +262,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     // rather than ignore them silently.
     if (flags->mode == "transport") {
       for (const char* name : {"--model", "--threads", "--prompt-tokens", "--gen-tokens",
-                               "--repetitions"}) {
+                               "--repetitions", "--decode-context", "--kv-type"}) {
         if (cmd->count(name) > 0) {
           *exit_code = report_error(
               "bench", absl::InvalidArgumentError(absl::StrCat(

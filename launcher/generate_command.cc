@@ -12,6 +12,7 @@
 #include "launcher/commands.h"
 #include "launcher/serve/remote_generate.h"
 #include "launcher/engine_cluster.h"
+#include "launcher/kv_type_flag.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
 
@@ -44,6 +45,7 @@ absl::Status write_floats(const std::string& path, const std::vector<float>& val
 
 int run_remote(GenerateFlags& f, const CLI::App& cmd) {
   for (const char* local_only : {"--model", "--threads", "--context", "--batch", "--mmap",
+                                 "--kv-type",
                                  "--logits-out", "--tp", "--pp", "--local-ranks", "--rank",
                                  "--world-size", "--master", "--transport"}) {
     if (cmd.count(local_only) > 0) {
@@ -169,6 +171,7 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--batch", flags->engine.max_batch_tokens, "Largest prompt chunk per forward pass")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--mmap", flags->engine.use_mmap, "Map the model file instead of reading it");
+  add_kv_type_option(*cmd, &flags->engine.kv_type);
   cmd->add_flag("--print-token-ids", flags->print_token_ids, "Print the generated ids after the text");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Do not stop at end-of-generation tokens");
   cmd->add_flag("--no-bos", flags->no_bos, "Do not add the BOS token");

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status.h"
 #include "launcher/commands.h"
+#include "launcher/kv_type_flag.h"
 #include "launcher/units.h"
 #include "nlohmann/json.hpp"
 #include "partition/plan.h"
@@ -36,6 +37,7 @@ struct PlanFlags {
   int tp = 0;
   int pp = 0;
   bool json = false;
+  DType kv_type = DType::kF16;
 };
 
 absl::StatusOr<partition::ClusterDesc> cluster_from(const PlanFlags& f) {
@@ -252,7 +254,7 @@ int run_plan(const PlanFlags& f) {
   if (!cluster.ok()) return report_error("plan", cluster.status());
   auto file = gguf::File::Open(f.model, {.allow_missing_data = true});
   if (!file.ok()) return report_error("plan", file.status());
-  auto model = model::model_desc_from_gguf(*file);
+  auto model = model::model_desc_from_gguf(*file, f.kv_type);
   if (!model.ok()) return report_error("plan", model.status());
   partition::Request request;
   request.context = f.context;
@@ -294,6 +296,7 @@ void add_plan_command(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--tp", f->tp, "Force the tensor-parallel size")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--pp", f->pp, "Force the pipeline-parallel size")->check(CLI::Range(1, 1 << 20));
+  add_kv_type_option(*cmd, &f->kv_type);
   cmd->add_flag("--json", f->json, "Print the plan as JSON");
   cmd->callback([f, exit_code] { *exit_code = run_plan(*f); });
 }

@@ -22,6 +22,7 @@
 #include "launcher/cluster.h"
 #include "launcher/auto_layout.h"
 #include "launcher/commands.h"
+#include "launcher/kv_type_flag.h"
 #include "launcher/local_ranks.h"
 #include "launcher/serve/cluster.h"
 #include "launcher/serve/grpc_server.h"
@@ -315,6 +316,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--batch", f->serve.engine.max_batch_tokens, "Largest forward batch in tokens")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--mmap", f->serve.engine.use_mmap, "Map the model file instead of reading it");
+  add_kv_type_option(*cmd, &f->serve.engine.kv_type);
   cmd->add_option("--drain-timeout", f->serve.drain_timeout_seconds,
                   "Seconds SIGTERM waits for requests in flight")
       ->check(CLI::Range(0.0, 3600.0))

@@ -81,7 +81,7 @@ CMAKE
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$toolchain" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "${prefix_args[@]}"
 cmake --build "$build" -j "$(nproc)" --target tandem_kernels_cpu kernels_convert_test \
-  kernels_matmul_test kernels_thread_pool_test
+  kernels_matmul_test kernels_thread_pool_test kernels_attention_test
 
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   # Under emulation the tests run 10-50x slower than natively.

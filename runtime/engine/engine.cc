@@ -159,6 +159,7 @@ absl::Status Engine::load_local(const EngineOptions& options) {
   kv.head_dim = config.head_dim;
   kv.max_sequences = options.max_sequences;
   kv.max_seq_len = context_length_;
+  kv.type = options.kv_type;
   if (options.check_memory) {
     TANDEM_RETURN_IF_ERROR(check_memory(model::model_dims(config, *file_), shard, kv));
   }
@@ -174,7 +175,8 @@ absl::Status Engine::load_local(const EngineOptions& options) {
                                               std::max(1, options.ranks_on_this_box));
   pool_ = std::make_unique<kernels::ThreadPool>(n_threads);
   TANDEM_ASSIGN_OR_RETURN(workspace_,
-                          model_->make_workspace(max_batch_tokens_, context_length_, n_threads));
+                          model_->make_workspace(max_batch_tokens_, context_length_, n_threads,
+                                                  kv.block_size));
   if (world_.rank() == 0 || shard.has_head) {
     logits_.resize(static_cast<size_t>(max_batch_tokens_) * config.n_vocab);
   }

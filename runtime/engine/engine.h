@@ -40,6 +40,7 @@ struct EngineOptions {
   int32_t max_sequences = 1;       // KV cache slots
   int64_t max_batch_tokens = 512;  // largest forward batch
   bool use_mmap = false;           // map the file instead of owning the weights
+  DType kv_type = DType::kF16;     // of the KV cache: kF16 or kF32
 
   // Distributed: this rank's communicator over all tp * pp ranks (null: one
   // rank alone), which must outlive the engine.

@@ -186,7 +186,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::File& f
 }
 
 absl::StatusOr<std::unique_ptr<LlamaWorkspace>> LlamaModel::make_workspace(
-    int64_t max_tokens, int64_t max_seq_len, int n_threads) const {
+    int64_t max_tokens, int64_t max_seq_len, int n_threads, int64_t kv_block_size) const {
   if (max_tokens <= 0 || max_seq_len <= 0 || n_threads <= 0) {
     return absl::InvalidArgumentError("workspace sizes must be positive");
   }
@@ -203,7 +203,10 @@ absl::StatusOr<std::unique_ptr<LlamaWorkspace>> LlamaModel::make_workspace(
   ws->gate.resize(max_tokens * c.ffn_dim);
   ws->up.resize(max_tokens * c.ffn_dim);
   ws->rope.resize(max_tokens * c.rope_dim);
-  ws->scores.resize(static_cast<size_t>(n_threads) * max_seq_len);
+  TANDEM_ASSIGN_OR_RETURN(
+      ws->attention,
+      kernels::AttentionWorkspace::Create({c.n_heads, c.n_kv_heads, c.head_dim}, max_tokens,
+                                          kv_block_size, n_threads));
   ws->n_threads = n_threads;
   size_t scratch = 0;
   auto plan = [&](const Weight& w) {

@@ -100,9 +100,11 @@ class LlamaModel {
   const LoadStats& load_stats() const { return store_->stats(); }
   uint64_t weight_bytes() const { return store_->stats().bytes; }
 
-  absl::StatusOr<std::unique_ptr<LlamaWorkspace>> make_workspace(int64_t max_tokens,
-                                                                 int64_t max_seq_len,
-                                                                 int n_threads) const;
+  // Buffers for batches of up to max_tokens tokens over a KV cache with
+  // blocks of up to kv_block_size positions.
+  absl::StatusOr<std::unique_ptr<LlamaWorkspace>> make_workspace(
+      int64_t max_tokens, int64_t max_seq_len, int n_threads,
+      int64_t kv_block_size = engine::KvCacheConfig{}.block_size) const;
 
   // Runs `batch` through this rank's layers, appending its keys and values to
   // `cache` (which holds this rank's layers and KV heads). On the last stage

@@ -50,6 +50,14 @@ absl::Status LlamaModel::validate(const Batch& batch, const engine::KvCache& cac
       (!batch.want_logits.empty() && static_cast<int64_t>(batch.want_logits.size()) != n)) {
     return absl::InvalidArgumentError("batch arrays differ in length");
   }
+  const engine::KvCacheConfig& kv = cache.config();
+  if (kv.block_size > ws.attention->max_block_size() || kv.head_dim != local_.head_dim ||
+      kv.n_kv_heads != local_.n_kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the KV cache (", kv.n_kv_heads, " heads x ", kv.head_dim, ", blocks of ", kv.block_size,
+        ") does not fit this model's workspace (", local_.n_kv_heads, " x ", local_.head_dim,
+        ", blocks of at most ", ws.attention->max_block_size(), ")"));
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (batch.tokens[i] < 0 || batch.tokens[i] >= config_.n_vocab) {
       return absl::InvalidArgumentError(absl::StrCat("token id ", batch.tokens[i],
@@ -164,11 +172,8 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
       const float* cs = ws.rope.data() + i * c.rope_dim;
       rope_apply(ws.q.data() + i * c.q_dim(), c.n_heads, c.head_dim, c.rope_dim, cs);
       rope_apply(ws.k.data() + i * c.kv_dim(), c.n_kv_heads, c.head_dim, c.rope_dim, cs);
-      for (int64_t h = 0; h < c.n_kv_heads; ++h) {
-        const int64_t off = i * c.kv_dim() + h * c.head_dim;
-        std::copy_n(ws.k.data() + off, c.head_dim, cache.key(il, batch.seq_ids[i], batch.positions[i], h));
-        std::copy_n(ws.v.data() + off, c.head_dim, cache.value(il, batch.seq_ids[i], batch.positions[i], h));
-      }
+      cache.store(il, batch.seq_ids[i], batch.positions[i], ws.k.data() + i * c.kv_dim(),
+                  ws.v.data() + i * c.kv_dim());
     }
     attention(il, batch, cache, ws, pool);
     matmul(l.wo, ws.attn.data(), n, ws.xb.data());

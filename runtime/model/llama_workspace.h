@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "runtime/kernels/cpu/attention.h"
 #include "transport/communicator.h"
 
 namespace tandem::model {
@@ -38,7 +40,7 @@ struct LlamaWorkspace {
   std::vector<float> gate;    // [max_tokens][ffn_dim]
   std::vector<float> up;      // [max_tokens][ffn_dim]
   std::vector<float> rope;    // [max_tokens][rope_dim] cos/sin pairs
-  std::vector<float> scores;  // [n_threads][max_seq_len] attention scores
+  std::optional<kernels::AttentionWorkspace> attention;  // the attention kernel's buffers
   std::vector<float> embd_row;
   std::vector<uint8_t> scratch;  // activations converted for the matmul kernels
   // Distributed passes: head rows of this rank's vocabulary slice, padded to

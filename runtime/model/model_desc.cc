@@ -28,7 +28,8 @@ absl::StatusOr<int64_t> get_optional(const gguf::File& file, const std::string& 
 
 }  // namespace
 
-absl::StatusOr<partition::ModelDesc> model_desc_from_gguf(const gguf::File& file) {
+absl::StatusOr<partition::ModelDesc> model_desc_from_gguf(const gguf::File& file,
+                                                          DType kv_type) {
   partition::ModelDesc m;
   TANDEM_ASSIGN_OR_RETURN(m.architecture, file.get_string("general.architecture"));
   const std::string p = m.architecture + ".";
@@ -82,7 +83,11 @@ absl::StatusOr<partition::ModelDesc> model_desc_from_gguf(const gguf::File& file
     if (t.dims.size() >= 2) d.col_align = std::max(d.col_align, info->block_size);
     m.tensors.push_back(std::move(td));
   }
-  m.kv_element_bytes = sizeof(float);  // KvCache stores floats
+  if (kv_type != DType::kF16 && kv_type != DType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache type ", dtype_name(kv_type), ": want f16 or f32"));
+  }
+  m.kv_element_bytes = engine::kv_element_bytes(kv_type);
   m.kv_block_positions = engine::KvCacheConfig{}.block_size;
   return m;
 }

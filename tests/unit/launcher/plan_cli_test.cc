@@ -67,10 +67,12 @@ constexpr int64_t output_norm = 16384 * 4;                //                    
 constexpr int64_t rope_freqs = 64 * 4;                    // on every rank               = 256
 constexpr int64_t weights = layers + embedding + head + output_norm + rope_freqs;
 static_assert(weights == 121'539'150'080);  // 113.2 GiB
-// KV cache: 126 layers x 4 KV heads x 128 x (key + value) x 4 bytes (f32) x
-// 8192 positions x 1 sequence.
-constexpr int64_t kv_cache = int64_t{126} * 4 * 128 * 2 * 4 * 8192 * 1;
-static_assert(kv_cache == 4'227'858'432);  // 3.9 GiB
+// KV cache: 126 layers x 4 KV heads x 128 x (key + value) x 2 bytes (f16,
+// the default --kv-type) x 8192 positions x 1 sequence; twice that in f32.
+constexpr int64_t kv_cache = int64_t{126} * 4 * 128 * 2 * 2 * 8192 * 1;
+static_assert(kv_cache == 2'113'929'216);  // 2.0 GiB
+constexpr int64_t kv_cache_f32 = int64_t{126} * 4 * 128 * 2 * 4 * 8192 * 1;
+static_assert(kv_cache_f32 == 4'227'858'432);  // 3.9 GiB
 // Workspace for 512-token passes, f32: x and xb (2 x 16384), q and the
 // attention output (2 x 8192), k and v (2 x 512), gate and up (2 x 26624), the
 // RoPE table (128) and a matmul scratch of the widest input (26624); plus the
@@ -80,7 +82,9 @@ constexpr int64_t workspace =
 static_assert(workspace == 529'268'736);
 constexpr int64_t os_reserve = int64_t{8} << 30;
 constexpr int64_t node_total = weights + kv_cache + workspace + os_reserve;
-static_assert(node_total == 134'886'211'840);  // 125.6 GiB of 128 GiB
+static_assert(node_total == 132'772'282'624);  // 123.7 GiB of 128 GiB
+constexpr int64_t node_total_f32 = weights + kv_cache_f32 + workspace + os_reserve;
+static_assert(node_total_f32 == 134'886'211'840);  // 125.6 GiB of 128 GiB
 
 TEST_F(PlanCliTest, Llama405bOnTwoSparksMatchesTheHandComputation) {
   const RunResult r = testing::run_tandem("plan --model " + path("llama-3.1-405b") +
@@ -119,13 +123,32 @@ TEST_F(PlanCliTest, Llama405bOnTwoSparksMatchesTheHandComputation) {
   EXPECT_TRUE(j["layouts"][0]["fits"].get<bool>());
 }
 
+TEST_F(PlanCliTest, AnF32KvCacheTakesTwiceTheBytes) {
+  const RunResult r = testing::run_tandem("plan --model " + path("llama-3.1-405b") +
+                                          " --context 8192 --batch 1 --kv-type f32 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["chosen"], "tp2 x pp1");
+  for (const nlohmann::json& l : j["layouts"]) {
+    if (l["name"] != j["chosen"]) continue;
+    for (const nlohmann::json& n : l["nodes"]) {
+      EXPECT_EQ(n["kv_cache"].get<int64_t>(), kv_cache_f32);
+      EXPECT_EQ(n["total"].get<int64_t>(), node_total_f32);
+    }
+  }
+  const RunResult bad = testing::run_tandem("plan --model " + path("llama-3.1-405b") +
+                                            " --kv-type q8_0");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("--kv-type"), std::string::npos) << bad.err;
+}
+
 TEST_F(PlanCliTest, TextNamesTheChoiceAndTheAlternatives) {
   const RunResult r = testing::run_tandem("plan --model " + path("llama-3.1-405b") +
                                           " --context 8192 --batch 1");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("chosen: tp2 x pp1 (the fastest predicted decode"), std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("= 125.6 GiB of 128.0 GiB (" + std::to_string(node_total) + " bytes)"),
+  EXPECT_NE(r.out.find("= 123.7 GiB of 128.0 GiB (" + std::to_string(node_total) + " bytes)"),
             std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("layouts considered:"), std::string::npos);
@@ -134,7 +157,7 @@ TEST_F(PlanCliTest, TextNamesTheChoiceAndTheAlternatives) {
 }
 
 TEST_F(PlanCliTest, ALoadThatDoesNotFitIsRefusedWithTheNumbers) {
-  // The defaults (context 32768 x 8 sequences) need 126 GiB of KV cache per node.
+  // The defaults (context 32768 x 8 sequences) need 63 GiB of f16 KV cache per node.
   RunResult r = testing::run_tandem("plan --model " + path("llama-3.1-405b"));
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
@@ -142,7 +165,7 @@ TEST_F(PlanCliTest, ALoadThatDoesNotFitIsRefusedWithTheNumbers) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("tp2 x pp1: node 0 needs"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("KV cache 126.0 GiB"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("KV cache 63.0 GiB"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("but has 137438953472 (128.0 GiB)"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("positions of KV cache (context x sequences) would fit"),
             std::string::npos)

@@ -55,8 +55,10 @@ TEST(ModelDesc, Llama405bHeaderOnly) {
   EXPECT_EQ(m->context_length, 131072);
   EXPECT_FALSE(m->tied_output);
   EXPECT_EQ(m->n_experts, 0);
-  EXPECT_EQ(m->kv_element_bytes, 4);
+  EXPECT_EQ(m->kv_element_bytes, 2);  // the engine's default f16 KV cache
   EXPECT_EQ(m->kv_block_positions, 16);
+  EXPECT_EQ(model_desc_from_gguf(*file, DType::kF32)->kv_element_bytes, 4);
+  EXPECT_FALSE(model_desc_from_gguf(*file, DType::kQ8_0).ok());
   expect_sizes_match(*file, *m);
   // Q4_K_M: attn_v and ffn_down are Q6_K in 62 of 126 layers, plus the head.
   int q6k = 0;

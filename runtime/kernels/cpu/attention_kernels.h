@@ -1,0 +1,56 @@
+// Internal interface between the attention dispatcher (attention.cc) and the
+// per-instruction-set files that include attention_tile.inc. As with the
+// matmul kernels, nothing shared here is inline: each ISA file is compiled
+// with its own -m flags.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/kernels/cpu/attention.h"
+
+namespace tandem::kernels::internal {
+
+// One work unit: the query rows of one tile of tokens (consecutive in the
+// batch, of one sequence) for the query heads of one KV head, over the cache
+// positions [pos_begin, pos_end) (pos_begin a multiple of the block size).
+// Row r = t * group + g is token t of the tile and query head
+// kv_head * group + g.
+struct AttentionTile {
+  const float* q;           // row r at q + t * q_stride + g * head_dim
+  int64_t q_stride;         // floats between tokens
+  const int32_t* positions;  // [n_tokens]: token t sees positions <= positions[t]
+  int64_t n_tokens;
+  int64_t group;
+  int64_t head_dim;
+  float scale;
+  KvLayerView kv;
+  const int32_t* block_table;
+  int64_t kv_head;
+  int64_t pos_begin;
+  int64_t pos_end;
+  // Results, not normalized: running max m and sum l per row, and the
+  // accumulator acc (row r at acc + t * acc_stride + g * head_dim).
+  float* m;  // [rows]
+  float* l;  // [rows]
+  float* acc;
+  int64_t acc_stride;
+  float* scratch;  // 2 * block_size * head_dim + block_size floats
+};
+
+using AttendTile = void (*)(const AttentionTile& tile);
+using ConvertF32ToF16 = void (*)(const float* src, uint16_t* dst, int64_t n);
+
+struct AttentionKernels {
+  AttendTile attend = nullptr;
+  ConvertF32ToF16 to_f16 = nullptr;
+};
+
+const AttentionKernels& portable_attention_kernels();
+#if defined(TANDEM_KERNELS_X86)
+const AttentionKernels& avx2_attention_kernels();
+#endif
+#if defined(TANDEM_KERNELS_NEON)
+const AttentionKernels& neon_attention_kernels();
+#endif
+
+}  // namespace tandem::kernels::internal
