@@ -153,44 +153,59 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
     TANDEM_RETURN_IF_ERROR(parallel.world->recv(ws.x.data(), sizeof(float) * n * c.dim,
                                                 parallel.prev_stage, kHiddenTag, deadline));
   }
-  for (int64_t i = 0; i < n; ++i) {
+  // The element-wise steps between the matmuls run over the threads, a run of
+  // tokens each: in a prefill they are otherwise a serial tenth of the step.
+  // One token (decode) runs inline (parallel_for wakes no one for one chunk).
+  auto per_token = [&](auto&& fn) {
+    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(i);
+    });
+  };
+  const int64_t dim = c.dim;
+  per_token([&](int64_t i) {
     rope_angles(batch.positions[i], c.rope_dim, c.rope_freq_base, c.rope_freq_scale,
                 weights_.rope_freqs, ws.rope.data() + i * c.rope_dim);
-  }
-
+    if (c.n_layers > 0) {
+      rms_norm(ws.x.data() + i * dim, weights_.layers[0].attn_norm.f32(), c.rms_eps, dim,
+               ws.xb.data() + i * dim);
+    }
+  });
   for (int64_t il = 0; il < c.n_layers; ++il) {
     const LlamaLayer& l = weights_.layers[il];
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        rms_norm(ws.x.data() + i * c.dim, l.attn_norm.f32(), c.rms_eps, c.dim, ws.xb.data() + i * c.dim);
-      }
-    });
     matmul(l.wq, ws.xb.data(), n, ws.q.data());
     matmul(l.wk, ws.xb.data(), n, ws.k.data());
     matmul(l.wv, ws.xb.data(), n, ws.v.data());
-    for (int64_t i = 0; i < n; ++i) {
+    per_token([&](int64_t i) {
       const float* cs = ws.rope.data() + i * c.rope_dim;
       rope_apply(ws.q.data() + i * c.q_dim(), c.n_heads, c.head_dim, c.rope_dim, cs);
       rope_apply(ws.k.data() + i * c.kv_dim(), c.n_kv_heads, c.head_dim, c.rope_dim, cs);
       cache.store(il, batch.seq_ids[i], batch.positions[i], ws.k.data() + i * c.kv_dim(),
                   ws.v.data() + i * c.kv_dim());
-    }
+    });
     attention(il, batch, cache, ws, pool);
     matmul(l.wo, ws.attn.data(), n, ws.xb.data());
-    TANDEM_RETURN_IF_ERROR(tp_sum(ws.xb.data(), n * c.dim));
-    add_in_place(ws.x.data(), ws.xb.data(), n * c.dim);
-
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        rms_norm(ws.x.data() + i * c.dim, l.ffn_norm.f32(), c.rms_eps, c.dim, ws.xb.data() + i * c.dim);
-      }
+    TANDEM_RETURN_IF_ERROR(tp_sum(ws.xb.data(), n * dim));
+    per_token([&](int64_t i) {
+      float* x = ws.x.data() + i * dim;
+      add_in_place(x, ws.xb.data() + i * dim, dim);
+      rms_norm(x, l.ffn_norm.f32(), c.rms_eps, dim, ws.xb.data() + i * dim);
     });
     matmul(l.w_gate, ws.xb.data(), n, ws.gate.data());
     matmul(l.w_up, ws.xb.data(), n, ws.up.data());
-    swiglu(ws.gate.data(), ws.up.data(), n * c.ffn_dim);
+    per_token([&](int64_t i) {
+      swiglu(ws.gate.data() + i * c.ffn_dim, ws.up.data() + i * c.ffn_dim, c.ffn_dim);
+    });
     matmul(l.w_down, ws.gate.data(), n, ws.xb.data());
-    TANDEM_RETURN_IF_ERROR(tp_sum(ws.xb.data(), n * c.dim));
-    add_in_place(ws.x.data(), ws.xb.data(), n * c.dim);
+    TANDEM_RETURN_IF_ERROR(tp_sum(ws.xb.data(), n * dim));
+    // The residual add, fused with the next layer's attention norm.
+    const LlamaLayer* next = il + 1 < c.n_layers ? &weights_.layers[il + 1] : nullptr;
+    per_token([&](int64_t i) {
+      float* x = ws.x.data() + i * dim;
+      add_in_place(x, ws.xb.data() + i * dim, dim);
+      if (next != nullptr) {
+        rms_norm(x, next->attn_norm.f32(), c.rms_eps, dim, ws.xb.data() + i * dim);
+      }
+    });
   }
 
   if (!shard_.has_head) {

@@ -1,6 +1,6 @@
 // Matmul throughput on a 2048 x 5632 matrix (a TinyLlama FFN projection):
 // weight GB/s for decode (one token, bandwidth-bound) and tokens/s for a
-// 128-token prefill batch, per type, layout, thread count and Isa. The
+// 128- and 512-token prefill batch, per type, layout, thread count and Isa. The
 // weights live in HostBuffer memory (huge pages), as the engine's do: with
 // 4 KiB pages TLB misses would halve the decode numbers.
 //   kernels_bench --benchmark_filter=q8_0
@@ -151,6 +151,8 @@ void register_all() {
         for (int threads : {1, 2}) {
           b->Args({1, threads});
           if (isa != Isa::kPortable) b->Args({128, threads});
+          // A long prompt's activations outgrow L2 (the loop blocks tokens).
+          if (isa != Isa::kPortable && layout == Layout::kPacked) b->Args({512, threads});
         }
       }
     }

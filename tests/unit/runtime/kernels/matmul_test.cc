@@ -126,6 +126,8 @@ TEST_P(MatmulTest, LargeBatchAcrossRowChunks) {
   if (pack_supported(GetParam())) {
     check_case({GetParam(), 130, 1024, 64, true}, rng, pool);
     check_case({GetParam(), 96, 5632, 21, true}, rng, pool);
+    // Activations over the L2 token block (tile_driver.inc): two blocks.
+    check_case({GetParam(), 40, 5632, 70, true}, rng, pool);
   }
 }
 
