@@ -19,9 +19,6 @@ void rope_angles(int32_t pos, int64_t rope_dim, float freq_base, float freq_scal
 void rope_apply(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
                 const float* cos_sin);
 
-// gate[i] = silu(gate[i]) * up[i]
-void swiglu(float* gate, const float* up, int64_t n);
-
 // x[i] += y[i]
 void add_in_place(float* x, const float* y, int64_t n);
 

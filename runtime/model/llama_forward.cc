@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "runtime/kernels/cpu/attention.h"
 #include "runtime/kernels/cpu/convert.h"
 #include "runtime/model/layer_ops.h"
 #include "runtime/model/llama.h"
@@ -193,7 +194,7 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
     matmul(l.w_gate, ws.xb.data(), n, ws.gate.data());
     matmul(l.w_up, ws.xb.data(), n, ws.up.data());
     per_token([&](int64_t i) {
-      swiglu(ws.gate.data() + i * c.ffn_dim, ws.up.data() + i * c.ffn_dim, c.ffn_dim);
+      kernels::swiglu(ws.gate.data() + i * c.ffn_dim, ws.up.data() + i * c.ffn_dim, c.ffn_dim);
     });
     matmul(l.w_down, ws.gate.data(), n, ws.xb.data());
     TANDEM_RETURN_IF_ERROR(tp_sum(ws.xb.data(), n * dim));

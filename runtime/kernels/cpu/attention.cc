@@ -211,4 +211,10 @@ void convert_f32_to_f16(const float* src, uint16_t* dst, int64_t n, Isa isa) {
   kernels_for(isa).to_f16(src, dst, n);
 }
 
+void swiglu(float* gate, const float* up, int64_t n, Isa isa) {
+  internal::SwiGlu fn = kernels_for(isa).swiglu;
+  if (fn == nullptr) fn = internal::portable_attention_kernels().swiglu;
+  fn(gate, up, n);
+}
+
 }  // namespace tandem::kernels

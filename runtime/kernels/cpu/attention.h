@@ -85,4 +85,8 @@ void attention(const KvLayerView& kv, std::span<const int32_t> seq_ids,
 // dst[i] = f16(src[i]) rounded to nearest even (the KV cache's writes).
 void convert_f32_to_f16(const float* src, uint16_t* dst, int64_t n, Isa isa = best_isa());
 
+// gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g): the FFN's
+// activation, with the softmax's vector exp (relative error ~1e-7).
+void swiglu(float* gate, const float* up, int64_t n, Isa isa = best_isa());
+
 }  // namespace tandem::kernels

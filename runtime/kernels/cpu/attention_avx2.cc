@@ -138,6 +138,22 @@ void accumulate_values(float* acc, float alpha, const float* p, const float* v, 
 
 #include "runtime/kernels/cpu/attention_tile.inc"
 
+// silu(g) * up with e = exp(-|g|) in (0, 1], inside exp_ps's domain:
+// sigmoid(g) = 1 / (1 + e) for g >= 0 and e / (1 + e) below.
+void swiglu(float* gate, const float* up, int64_t n) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp_ps(_mm256_or_ps(g, sign_bit));
+    const __m256 num = _mm256_blendv_ps(one, e, g);  // g's sign bit picks e
+    const __m256 sig = _mm256_div_ps(num, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 void to_f16(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -151,7 +167,7 @@ void to_f16(const float* src, uint16_t* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& avx2_attention_kernels() {
-  static const AttentionKernels kernels{&attend_tile, &to_f16};
+  static const AttentionKernels kernels{&attend_tile, &to_f16, &swiglu};
   return kernels;
 }
 

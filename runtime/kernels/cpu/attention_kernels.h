@@ -39,10 +39,14 @@ struct AttentionTile {
 
 using AttendTile = void (*)(const AttentionTile& tile);
 using ConvertF32ToF16 = void (*)(const float* src, uint16_t* dst, int64_t n);
+using SwiGlu = void (*)(float* gate, const float* up, int64_t n);
 
+// The attention kernels, the KV cache's conversion, and SwiGLU (which shares
+// the softmax's vector exp). A null swiglu takes the portable one.
 struct AttentionKernels {
   AttendTile attend = nullptr;
   ConvertF32ToF16 to_f16 = nullptr;
+  SwiGlu swiglu = nullptr;
 };
 
 const AttentionKernels& portable_attention_kernels();

@@ -118,7 +118,8 @@ void to_f16(const float* src, uint16_t* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& neon_attention_kernels() {
-  static const AttentionKernels kernels{&attend_tile, &to_f16};
+  // SwiGLU stays on the portable loop here (no NEON exp yet).
+  static const AttentionKernels kernels{&attend_tile, &to_f16, nullptr};
   return kernels;
 }
 

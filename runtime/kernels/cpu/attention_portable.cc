@@ -46,10 +46,14 @@ void to_f16(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_fp16(src[i]);
 }
 
+void swiglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
 const AttentionKernels& portable_attention_kernels() {
-  static const AttentionKernels kernels{&attend_tile, &to_f16};
+  static const AttentionKernels kernels{&attend_tile, &to_f16, &swiglu};
   return kernels;
 }
 

@@ -245,5 +245,34 @@ TEST(AttentionTest, ConvertsToF16LikeTheScalarConversion) {
   }
 }
 
+TEST(AttentionTest, SwiGluMatchesTheScalarFormula) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  std::vector<float> gate(1003), up(gate.size());
+  for (float& f : gate) f = dist(rng);
+  for (float& f : up) f = dist(rng);
+  gate[0] = 0.0f;
+  gate[1] = -0.0f;
+  gate[2] = 100.0f;   // sigmoid 1
+  gate[3] = -100.0f;  // e^100 would overflow a naive exp
+  gate[4] = 88.5f;
+  gate[5] = -88.5f;
+  for (Isa isa : available_isas()) {
+    std::vector<float> got = gate;
+    // An awkward length: the vector loop and its scalar tail.
+    swiglu(got.data(), up.data(), static_cast<int64_t>(gate.size()) - 2, isa);
+    for (size_t i = 0; i < gate.size(); ++i) {
+      if (i + 2 >= gate.size()) {
+        ASSERT_EQ(got[i], gate[i]) << "wrote past n";
+        continue;
+      }
+      const double g = gate[i];
+      const double want = g / (1.0 + std::exp(-g)) * up[i];
+      ASSERT_NEAR(got[i], want, 1e-6 * std::abs(want) + 1e-30)
+          << isa_name(isa) << " at " << i << ": silu(" << g << ") * " << up[i];
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::kernels
