@@ -67,7 +67,8 @@ absl::StatusOr<AttentionWorkspace> AttentionWorkspace::Create(const AttentionSha
   const int64_t rows = ws.tile_tokens_ * group;
   // m and l of the rows, then the tile's own scratch (converted keys and
   // values of one block, and its scores).
-  ws.thread_scratch_floats_ = 2 * rows + 2 * max_block_size * shape.head_dim + max_block_size;
+  ws.thread_scratch_floats_ =
+      2 * rows + internal::attention_scratch_floats(max_block_size, shape.head_dim);
   ws.scratch_.resize(static_cast<size_t>(n_threads * ws.thread_scratch_floats_));
   ws.tiles_.resize(static_cast<size_t>(2 * max_tokens));
   // Split-K runs only while items < 2 x threads, in at most 2 x threads
@@ -212,9 +213,7 @@ void convert_f32_to_f16(const float* src, uint16_t* dst, int64_t n, Isa isa) {
 }
 
 void swiglu(float* gate, const float* up, int64_t n, Isa isa) {
-  internal::SwiGlu fn = kernels_for(isa).swiglu;
-  if (fn == nullptr) fn = internal::portable_attention_kernels().swiglu;
-  fn(gate, up, n);
+  kernels_for(isa).swiglu(gate, up, n);
 }
 
 }  // namespace tandem::kernels

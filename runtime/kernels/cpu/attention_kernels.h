@@ -4,6 +4,7 @@
 // with its own -m flags.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "runtime/kernels/cpu/attention.h"
@@ -34,15 +35,29 @@ struct AttentionTile {
   float* l;  // [rows]
   float* acc;
   int64_t acc_stride;
-  float* scratch;  // 2 * block_size * head_dim + block_size floats
+  float* scratch;  // attention_scratch_floats(block_size, head_dim) floats
 };
+
+// Cache positions per step of a tile's online softmax: whole KV blocks, at
+// least kAttentionSpan positions when the blocks are smaller, so that a row's
+// per-step work (max, rescale, the accumulator's load and store) is amortized
+// over more keys than one block of 16 holds.
+inline constexpr int64_t kAttentionSpan = 64;
+inline int64_t attention_span(int64_t block_size) {
+  return block_size * std::max<int64_t>(1, kAttentionSpan / block_size);
+}
+// The keys and values of one span, converted to f32, and its scores.
+inline int64_t attention_scratch_floats(int64_t max_block_size, int64_t head_dim) {
+  const int64_t span = std::max(kAttentionSpan, max_block_size);  // >= any attention_span
+  return 2 * span * head_dim + span;
+}
 
 using AttendTile = void (*)(const AttentionTile& tile);
 using ConvertF32ToF16 = void (*)(const float* src, uint16_t* dst, int64_t n);
 using SwiGlu = void (*)(float* gate, const float* up, int64_t n);
 
 // The attention kernels, the KV cache's conversion, and SwiGLU (which shares
-// the softmax's vector exp). A null swiglu takes the portable one.
+// the softmax's vector exp).
 struct AttentionKernels {
   AttendTile attend = nullptr;
   ConvertF32ToF16 to_f16 = nullptr;

@@ -107,6 +107,22 @@ void accumulate_values(float* acc, float alpha, const float* p, const float* v, 
 
 #include "runtime/kernels/cpu/attention_tile.inc"
 
+// silu(g) * up as attention_avx2.cc's: e = exp(-|g|), sigmoid(g) = 1 / (1 + e)
+// for g >= 0 and e / (1 + e) below.
+void swiglu(float* gate, const float* up, int64_t n) {
+  const float32x4_t one = vdupq_n_f32(1.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t g = vld1q_f32(gate + i);
+    const float32x4_t e = exp_f32x4(vnegq_f32(vabsq_f32(g)));
+    const uint32x4_t negative = vcltzq_f32(g);
+    const float32x4_t num = vbslq_f32(negative, e, one);
+    const float32x4_t sig = vdivq_f32(num, vaddq_f32(one, e));
+    vst1q_f32(gate + i, vmulq_f32(vmulq_f32(g, sig), vld1q_f32(up + i)));
+  }
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 void to_f16(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -118,8 +134,7 @@ void to_f16(const float* src, uint16_t* dst, int64_t n) {
 }  // namespace
 
 const AttentionKernels& neon_attention_kernels() {
-  // SwiGLU stays on the portable loop here (no NEON exp yet).
-  static const AttentionKernels kernels{&attend_tile, &to_f16, nullptr};
+  static const AttentionKernels kernels{&attend_tile, &to_f16, &swiglu};
   return kernels;
 }
 
