@@ -174,6 +174,9 @@ Isa compute_best_isa() {
 // the workers would cost more than it saves.
 constexpr int64_t kParallelConvertMin = 1 << 16;
 
+// Row chunks per thread of a batch product (see matmul()).
+constexpr int64_t kBatchChunksPerThread = 4;
+
 // Fills the BlockSum array of a converted Q8_0 activation row for packed
 // weights whose unsigned form carries `offset`.
 void write_block_sums(uint8_t* row, int64_t n_cols, int32_t offset) {
@@ -359,7 +362,18 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
     args.x = dst;
     args.x_stride = stride;
   }
-  pool.parallel_for(w.n_rows, grain, [&](int64_t r0, int64_t r1) { rows(args, r0, r1); });
+  auto run_rows = [&](int64_t r0, int64_t r1) { rows(args, r0, r1); };
+  if (n_tokens == 1) {
+    // Decode: one contiguous run of rows per thread, one memory stream each.
+    pool.parallel_for(w.n_rows, grain, run_rows);
+    return;
+  }
+  // Batches: a few chunks per thread, taken dynamically, so that a thread
+  // delayed by another process does not hold the step (a static half each
+  // made two threads barely faster than one on a busy machine).
+  const int64_t per_chunk = (w.n_rows + kBatchChunksPerThread * pool.n_threads() - 1) /
+                            (kBatchChunksPerThread * pool.n_threads());
+  pool.parallel_for_dynamic(w.n_rows, (per_chunk + grain - 1) / grain * grain, run_rows);
 }
 
 }  // namespace tandem::kernels

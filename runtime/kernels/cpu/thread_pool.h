@@ -35,6 +35,13 @@ class ThreadPool {
   // non-empty one. Runs inline on the caller when there is a single chunk.
   void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
 
+  // Calls fn(begin, end) on the chunks [k * chunk, (k + 1) * chunk) of [0, n)
+  // (the last one cut at n), which the threads take in turn from a shared
+  // counter: a thread that the machine delays (another process on its core)
+  // leaves its chunks to the others instead of holding everyone at the join.
+  // Runs inline on the caller when there is a single thread or chunk.
+  void parallel_for_dynamic(int64_t n, int64_t chunk, FunctionRef<void(int64_t, int64_t)> fn);
+
  private:
   void worker_loop(int index);
 

@@ -56,6 +56,27 @@ TEST(ThreadPool, ParallelForCoversRangeOnceOnGrainBoundaries) {
   }
 }
 
+TEST(ThreadPool, DynamicParallelForCoversRangeOnceInChunks) {
+  for (int n_threads = 1; n_threads <= 4; ++n_threads) {
+    ThreadPool pool(n_threads);
+    for (int64_t n : {0, 1, 2, 3, 5, 16, 17, 100, 1023}) {
+      for (int64_t chunk : {1, 2, 7, 64, 2000}) {
+        std::vector<std::atomic<int>> hits(n);
+        std::atomic<int> calls{0};
+        pool.parallel_for_dynamic(n, chunk, [&](int64_t b, int64_t e) {
+          calls.fetch_add(1);
+          EXPECT_LT(b, e);
+          EXPECT_EQ(b % chunk, 0);
+          EXPECT_TRUE(e == n || e - b == chunk);
+          for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1, std::memory_order_relaxed);
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << n << " " << chunk;
+        EXPECT_EQ(calls.load(), n_threads == 1 ? (n > 0 ? 1 : 0) : (n + chunk - 1) / chunk);
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, RepeatedRunsSeeEachOthersWrites) {
   ThreadPool pool(4);
   std::vector<int64_t> data(4096, 0);  // plain ints: the pool must order them
