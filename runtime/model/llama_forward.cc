@@ -154,11 +154,12 @@ absl::Status LlamaModel::run_micro_batch(const Batch& batch, int64_t row0, int64
     TANDEM_RETURN_IF_ERROR(parallel.world->recv(ws.x.data(), sizeof(float) * n * c.dim,
                                                 parallel.prev_stage, kHiddenTag, deadline));
   }
-  // The element-wise steps between the matmuls run over the threads, a run of
-  // tokens each: in a prefill they are otherwise a serial tenth of the step.
-  // One token (decode) runs inline (parallel_for wakes no one for one chunk).
+  // The element-wise steps between the matmuls run over the threads, in runs
+  // of tokens taken dynamically (as the matmuls' rows): in a prefill they are
+  // otherwise a serial tenth of the step. One token (decode) runs inline.
+  const int64_t token_chunk = std::max<int64_t>(1, n / (4 * pool.n_threads()));
   auto per_token = [&](auto&& fn) {
-    pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+    pool.parallel_for_dynamic(n, token_chunk, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) fn(i);
     });
   };
