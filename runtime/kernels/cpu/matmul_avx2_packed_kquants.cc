@@ -111,14 +111,15 @@ struct PackedQ45KKernel {
                                                        const BlockQ8_K* const* x, int64_t b,
                                                        __m256 (&acc)[2][T]) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    // Per token, the sums of x over each 32-element sub-block as int32.
-    alignas(32) int32_t bs[T][8];
+    // Per token, the sums of x over each 32-element sub-block as int16, two
+    // sub-blocks (2p low, 2p + 1 high) per int32 for the minima's madd.
+    alignas(16) int32_t bs[T][4];
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) {
       const __m128i pairs =
           _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums)),
                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums + 8)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(bs[j]), _mm256_cvtepi16_epi32(pairs));
+      _mm_store_si128(reinterpret_cast<__m128i*>(bs[j]), pairs);
     }
     for (int h = 0; h < 2; ++h) {
       HalfScales hs;
@@ -157,16 +158,18 @@ struct PackedQ45KKernel {
           pin(sumi[j]);
         }
       }
-      // m (< 64) in the low int16 of each lane times the sub-block sum of x
-      // (|.| < 2^15) in the low int16 of the broadcast: the high halves
-      // multiply zero.
+      // The minima (< 64) of sub-blocks 2p and 2p + 1 as the int16 pair of
+      // each lane, times the pair of sub-block sums of x (|.| < 2^13): one
+      // madd per two sub-blocks.
       __m256i summ[T];
-      for (int s = 0; s < 8; ++s) {
-        const __m256i m = widen8(hs.m + 8 * s);
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        const __m256i m = _mm256_or_si256(widen8(hs.m + 16 * p),
+                                          _mm256_slli_epi32(widen8(hs.m + 16 * p + 8), 16));
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
-          const __m256i v = _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][s]));
-          summ[j] = s == 0 ? v : _mm256_add_epi32(summ[j], v);
+          const __m256i v = _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][p]));
+          summ[j] = p == 0 ? v : _mm256_add_epi32(summ[j], v);
           pin(summ[j]);
         }
       }
