@@ -68,7 +68,7 @@ absl::StatusOr<AttentionWorkspace> AttentionWorkspace::Create(const AttentionSha
   // m and l of the rows, then the tile's own scratch (converted keys and
   // values of one block, and its scores).
   ws.thread_scratch_floats_ =
-      2 * rows + internal::attention_scratch_floats(max_block_size, shape.head_dim);
+      2 * rows + internal::attention_scratch_floats(max_block_size, shape.head_dim, group);
   ws.scratch_.resize(static_cast<size_t>(n_threads * ws.thread_scratch_floats_));
   ws.tiles_.resize(static_cast<size_t>(2 * max_tokens));
   // Split-K runs only while items < 2 x threads, in at most 2 x threads

@@ -136,6 +136,102 @@ void accumulate_values(float* acc, float alpha, const float* p, const float* v, 
   }
 }
 
+// Two rows of a group at a time: each key and value load feeds both.
+void score_rows(const float* q, int64_t n_rows, const float* k, int64_t n_keys, int64_t hd,
+                float scale, float* s, int64_t s_stride) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  int64_t g = 0;
+  for (; g + 2 <= n_rows; g += 2) {
+    const float* q0 = q + g * hd;
+    const float* q1 = q0 + hd;
+    float* s0 = s + g * s_stride;
+    float* s1 = s0 + s_stride;
+    int64_t j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+      // Rows x keys in eight named accumulators (see score_keys).
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+             b3 = a0;
+      const float* kj = k + j * hd;
+      for (int64_t d = 0; d < hd; d += 8) {
+        const __m256 x0 = _mm256_loadu_ps(q0 + d);
+        const __m256 x1 = _mm256_loadu_ps(q1 + d);
+        const __m256 k0 = _mm256_loadu_ps(kj + d);
+        const __m256 k1 = _mm256_loadu_ps(kj + hd + d);
+        const __m256 k2 = _mm256_loadu_ps(kj + 2 * hd + d);
+        const __m256 k3 = _mm256_loadu_ps(kj + 3 * hd + d);
+        a0 = _mm256_fmadd_ps(x0, k0, a0);
+        a1 = _mm256_fmadd_ps(x0, k1, a1);
+        a2 = _mm256_fmadd_ps(x0, k2, a2);
+        a3 = _mm256_fmadd_ps(x0, k3, a3);
+        b0 = _mm256_fmadd_ps(x1, k0, b0);
+        b1 = _mm256_fmadd_ps(x1, k1, b1);
+        b2 = _mm256_fmadd_ps(x1, k2, b2);
+        b3 = _mm256_fmadd_ps(x1, k3, b3);
+      }
+      const __m256 acc[8] = {a0, a1, a2, a3, b0, b1, b2, b3};
+      const __m256 sums = _mm256_mul_ps(hsum8(acc), vscale);
+      _mm_storeu_ps(s0 + j, _mm256_castps256_ps128(sums));
+      _mm_storeu_ps(s1 + j, _mm256_extractf128_ps(sums, 1));
+    }
+    if (j < n_keys) {
+      score_keys(q0, k + j * hd, n_keys - j, hd, scale, s0 + j);
+      score_keys(q1, k + j * hd, n_keys - j, hd, scale, s1 + j);
+    }
+  }
+  if (g < n_rows) score_keys(q + g * hd, k, n_keys, hd, scale, s + g * s_stride);
+}
+
+void accumulate_rows(float* acc, int64_t n_rows, const float* alpha, const float* p,
+                     int64_t p_stride, const float* v, int64_t n_keys, int64_t hd) {
+  int64_t g = 0;
+  for (; g + 2 <= n_rows && hd % 32 == 0; g += 2) {
+    float* c0 = acc + g * hd;
+    float* c1 = c0 + hd;
+    const float* p0 = p + g * p_stride;
+    const float* p1 = p0 + p_stride;
+    const __m256 al0 = _mm256_set1_ps(alpha[g]);
+    const __m256 al1 = _mm256_set1_ps(alpha[g + 1]);
+    for (int64_t d = 0; d < hd; d += 32) {
+      __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(c0 + d), al0);
+      __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(c0 + d + 8), al0);
+      __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(c0 + d + 16), al0);
+      __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(c0 + d + 24), al0);
+      __m256 b0 = _mm256_mul_ps(_mm256_loadu_ps(c1 + d), al1);
+      __m256 b1 = _mm256_mul_ps(_mm256_loadu_ps(c1 + d + 8), al1);
+      __m256 b2 = _mm256_mul_ps(_mm256_loadu_ps(c1 + d + 16), al1);
+      __m256 b3 = _mm256_mul_ps(_mm256_loadu_ps(c1 + d + 24), al1);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const __m256 x0 = _mm256_broadcast_ss(p0 + j);
+        const __m256 x1 = _mm256_broadcast_ss(p1 + j);
+        const float* vj = v + j * hd + d;
+        const __m256 v0 = _mm256_loadu_ps(vj);
+        const __m256 v1 = _mm256_loadu_ps(vj + 8);
+        const __m256 v2 = _mm256_loadu_ps(vj + 16);
+        const __m256 v3 = _mm256_loadu_ps(vj + 24);
+        a0 = _mm256_fmadd_ps(x0, v0, a0);
+        a1 = _mm256_fmadd_ps(x0, v1, a1);
+        a2 = _mm256_fmadd_ps(x0, v2, a2);
+        a3 = _mm256_fmadd_ps(x0, v3, a3);
+        b0 = _mm256_fmadd_ps(x1, v0, b0);
+        b1 = _mm256_fmadd_ps(x1, v1, b1);
+        b2 = _mm256_fmadd_ps(x1, v2, b2);
+        b3 = _mm256_fmadd_ps(x1, v3, b3);
+      }
+      _mm256_storeu_ps(c0 + d, a0);
+      _mm256_storeu_ps(c0 + d + 8, a1);
+      _mm256_storeu_ps(c0 + d + 16, a2);
+      _mm256_storeu_ps(c0 + d + 24, a3);
+      _mm256_storeu_ps(c1 + d, b0);
+      _mm256_storeu_ps(c1 + d + 8, b1);
+      _mm256_storeu_ps(c1 + d + 16, b2);
+      _mm256_storeu_ps(c1 + d + 24, b3);
+    }
+  }
+  for (; g < n_rows; ++g) {
+    accumulate_values(acc + g * hd, alpha[g], p + g * p_stride, v, n_keys, hd);
+  }
+}
+
 #include "runtime/kernels/cpu/attention_tile.inc"
 
 // silu(g) * up with e = exp(-|g|) in (0, 1], inside exp_ps's domain:

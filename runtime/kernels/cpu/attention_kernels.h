@@ -35,7 +35,7 @@ struct AttentionTile {
   float* l;  // [rows]
   float* acc;
   int64_t acc_stride;
-  float* scratch;  // attention_scratch_floats(block_size, head_dim) floats
+  float* scratch;  // attention_scratch_floats(block_size, head_dim, group) floats
 };
 
 // Cache positions per step of a tile's online softmax: whole KV blocks, at
@@ -46,10 +46,12 @@ inline constexpr int64_t kAttentionSpan = 64;
 inline int64_t attention_span(int64_t block_size) {
   return block_size * std::max<int64_t>(1, kAttentionSpan / block_size);
 }
-// The keys and values of one span, converted to f32, and its scores.
-inline int64_t attention_scratch_floats(int64_t max_block_size, int64_t head_dim) {
+// The keys and values of one span, converted to f32, the scores of a token's
+// group of query rows over it, and their rescale factors.
+inline int64_t attention_scratch_floats(int64_t max_block_size, int64_t head_dim,
+                                        int64_t group) {
   const int64_t span = std::max(kAttentionSpan, max_block_size);  // >= any attention_span
-  return 2 * span * head_dim + span;
+  return 2 * span * head_dim + span * group + group;
 }
 
 using AttendTile = void (*)(const AttentionTile& tile);
