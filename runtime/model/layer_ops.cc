@@ -5,8 +5,15 @@
 namespace tandem::model {
 
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  // Four double sums: one chain waits an add's latency per element (the
+  // order changes only the double's last bits, not the float mean).
+  double part[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int u = 0; u < 4; ++u) part[u] += static_cast<double>(x[i + u] * x[i + u]);
+  }
+  for (; i < n; ++i) part[0] += static_cast<double>(x[i] * x[i]);
+  const double sum = (part[0] + part[1]) + (part[2] + part[3]);
   const float mean = static_cast<float>(sum / static_cast<double>(n));
   const float scale = 1.0f / std::sqrt(mean + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * weight[i];
