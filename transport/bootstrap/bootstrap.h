@@ -52,7 +52,11 @@ class Bootstrap {
 
  private:
   Bootstrap() = default;
+  // Connects and authenticates, retrying until `deadline` while rank 0 is not
+  // listening yet or tells this (restarted) rank to wait for its next cluster.
   absl::Status connect(BootstrapDeadline deadline);
+  // One attempt; UNAVAILABLE with `*retry_later` set when told to wait.
+  absl::Status connect_once(BootstrapDeadline deadline, bool* retry_later);
   absl::Status wait_named(std::string_view name, BootstrapDeadline deadline);
   absl::StatusOr<std::pair<wire::MsgType, std::string>> call(wire::MsgType type,
                                                              std::string_view payload,
