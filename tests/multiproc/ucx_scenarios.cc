@@ -411,6 +411,8 @@ absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
     s = no_alloc(*comm);
   } else if (scenario == "ucx_bench") {
     s = bench(*comm);
+  } else if (scenario.rfind("ucx_large_", 0) == 0) {
+    s = run_large_all_reduce_scenario(scenario, *comm);
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", scenario, "'"));
   }

@@ -6,12 +6,15 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "transport/collectives/reduce.h"
+#include "transport/ucx/peer_memory.h"
 #include "transport/ucx/ucx_handles.h"
 #include "transport/ucx/ucx_transports.h"
 
@@ -33,6 +36,13 @@ constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 // Ops (and request handles) made ready at start-up: more than a decode step
 // or a pipelined collective keeps in flight, so they never reach the heap.
 constexpr size_t kPooledOps = 64;
+// UCX tags whose source field has this bit belong to the backend itself (the
+// headers of the direct all_reduce); no user or collective tag reaches it.
+constexpr uint64_t kPrivateTagBit = uint64_t{1} << 62;
+// From this size a 2-rank all_reduce over shared memory goes through the
+// peer's memory (peer_memory.h); below it, the latency path of the default
+// collectives is faster (a header swap and the exit polls cost a few us).
+constexpr size_t kDirectAllReduceMinBytes = (64 << 10) + 1;
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
@@ -110,6 +120,8 @@ class UcxCommunicator final : public Communicator {
                                                  uint32_t tag) override;
   absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
                                                  uint32_t tag) override;
+  absl::Status all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                          Deadline deadline) override;
   void abort(const absl::Status& reason) override;
 
   absl::Status wait(OpState& op, Deadline deadline);
@@ -133,6 +145,16 @@ class UcxCommunicator final : public Communicator {
 
  private:
   absl::StatusOr<std::unique_ptr<Request>> start(OpState* op, ucs_status_ptr_t r);
+  // isend/irecv with the whole 64-bit UCX tag.
+  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  // With 2 ranks whose endpoint UCX put on cma: attaches the direct
+  // all_reduce when both ranks can reach each other's memory.
+  absl::Status init_direct(std::unique_ptr<ucx::DirectAllReduce> direct,
+                           const ucx::PeerMemoryAddress& peer, const UcxOptions& options,
+                           Deadline deadline);
   absl::Status final_status(OpState& op, ucs_status_t status);
   void on_complete(OpState* op, void* request, ucs_status_t status);
   void on_peer_error(int peer, ucs_status_t status);
@@ -164,6 +186,8 @@ class UcxCommunicator final : public Communicator {
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
   bool closing_ = false;
+  // Set when large 2-rank all_reduces go through the peer's memory.
+  std::unique_ptr<ucx::DirectAllReduce> direct_;
 };
 
 // Freed UcxRequest blocks, reused by the next request: the Communicator API
@@ -300,6 +324,16 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::start(OpState* op, ucs
 
 absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data, size_t bytes,
                                                                 int peer, uint32_t tag) {
+  return post_send(data, bytes, peer, make_tag(rank_, tag));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size_t bytes, int peer,
+                                                                uint32_t tag) {
+  return post_recv(data, bytes, peer, make_tag(peer, tag));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::post_send(const void* data, size_t bytes,
+                                                                    int peer, uint64_t ucx_tag) {
   TANDEM_RETURN_IF_ERROR(check_peer(peer));
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
@@ -311,11 +345,11 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data
   p.cb.send = &UcxCommunicator::send_cb;
   p.user_data = op;
   p.datatype = ucp_dt_make_contig(1);
-  return start(op, ucp_tag_send_nbx(eps_[peer], data, bytes, make_tag(rank_, tag), &p));
+  return start(op, ucp_tag_send_nbx(eps_[peer], data, bytes, ucx_tag, &p));
 }
 
-absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size_t bytes, int peer,
-                                                                uint32_t tag) {
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::post_recv(void* data, size_t bytes,
+                                                                    int peer, uint64_t ucx_tag) {
   TANDEM_RETURN_IF_ERROR(check_peer(peer));
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
@@ -330,8 +364,58 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size
   p.cb.recv = &UcxCommunicator::recv_cb;
   p.user_data = op;
   p.datatype = ucp_dt_make_contig(1);
-  return start(op,
-               ucp_tag_recv_nbx(worker_.get(), data, bytes, make_tag(peer, tag), ~uint64_t{0}, &p));
+  return start(op, ucp_tag_recv_nbx(worker_.get(), data, bytes, ucx_tag, ~uint64_t{0}, &p));
+}
+
+absl::Status UcxCommunicator::all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                                         Deadline deadline) {
+  const size_t esize = dtype_size(type);
+  if (direct_ == nullptr || op != ReduceOp::kSum || !reducible(type) || data == nullptr ||
+      count > SIZE_MAX / esize / 2 || count * esize < kDirectAllReduceMinBytes) {
+    return Communicator::all_reduce(data, count, type, op, deadline);
+  }
+  const int peer = 1 - rank_;
+  auto exchange = [&](const ucx::DirectHeader& out, ucx::DirectHeader* in,
+                      Deadline by) -> absl::Status {
+    const auto op_tag = static_cast<uint32_t>(out.op);
+    TANDEM_ASSIGN_OR_RETURN(auto recv, post_recv(in, sizeof(*in), peer,
+                                                 make_tag(peer, op_tag) | kPrivateTagBit));
+    TANDEM_ASSIGN_OR_RETURN(auto send, post_send(&out, sizeof(out), peer,
+                                                 make_tag(rank_, op_tag) | kPrivateTagBit));
+    TANDEM_RETURN_IF_ERROR(send->wait(by));
+    return recv->wait(by);
+  };
+  auto stopped = [&]() -> absl::Status {
+    if (!aborted_) return absl::OkStatus();
+    std::lock_guard<std::mutex> lock(mu_);
+    return abort_status_;
+  };
+  return direct_->run(rank_, data, count, type, deadline, exchange, stopped);
+}
+
+absl::Status UcxCommunicator::init_direct(std::unique_ptr<ucx::DirectAllReduce> direct,
+                                          const ucx::PeerMemoryAddress& peer_address,
+                                          const UcxOptions& options, Deadline deadline) {
+  const int peer = 1 - rank_;
+  uint8_t mine = 0, theirs = 0;
+  // Only where UCX itself carries the pair over shared memory: UCX_TLS and
+  // the peer failure detection mode keep deciding what the link is.
+  if (options.direct_peer_memory && paths_[peer].find("cma/") != std::string::npos) {
+    absl::Status attached = direct->attach(peer_address);
+    if (attached.ok()) {
+      mine = 1;
+    } else if (options.log_transports) {
+      log_line(absl::StrCat("rank ", rank_, ": no direct all_reduce with rank ", peer, ": ",
+                            attached.ToString()));
+    }
+  }
+  // Both ranks must take the same path: agree on it.
+  TANDEM_ASSIGN_OR_RETURN(auto recv, irecv(&theirs, 1, peer, kWireupTag));
+  TANDEM_ASSIGN_OR_RETURN(auto send, isend(&mine, 1, peer, kWireupTag));
+  TANDEM_RETURN_IF_ERROR(send->wait(deadline));
+  TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
+  if (mine != 0 && theirs != 0) direct_ = std::move(direct);
+  return absl::OkStatus();
 }
 
 void UcxCommunicator::cancel_locked(OpState& op) {
@@ -482,9 +566,30 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
 
   // Every communicator made over one bootstrap gets its own keys.
   static std::atomic<int> generation{0};
-  std::string name = absl::StrCat("tandem/ucx/", generation++, "/address");
+  const int key = generation++;
+  std::string name = absl::StrCat("tandem/ucx/", key, "/address");
   TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                           bootstrap.all_gather(name, own.bytes(), deadline));
+  // Where each rank's memory is, for the direct all_reduce of 2 ranks (pid 0
+  // where it is turned off, which the peer's attach then refuses).
+  auto direct = std::make_unique<ucx::DirectAllReduce>();
+  ucx::PeerMemoryAddress peer_memory;
+  if (size_ == 2) {
+    ucx::PeerMemoryAddress own_memory;
+    if (options.direct_peer_memory) own_memory = direct->own_address();
+    TANDEM_ASSIGN_OR_RETURN(
+        std::vector<std::string> memories,
+        bootstrap.all_gather(
+            absl::StrCat("tandem/ucx/", key, "/peer_memory"),
+            std::string_view(reinterpret_cast<const char*>(&own_memory), sizeof(own_memory)),
+            deadline));
+    const std::string& theirs = memories[1 - rank_];
+    if (theirs.size() != sizeof(peer_memory)) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", 1 - rank_, " published ",
+                                                     theirs.size(), " bytes of peer memory address"));
+    }
+    std::memcpy(&peer_memory, theirs.data(), sizeof(peer_memory));
+  }
 
   free_ops_.reserve(4 * kPooledOps);
   for (size_t i = 0; i < kPooledOps; ++i) free_ops_.push_back(new OpState);
@@ -549,12 +654,16 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
   for (int p = 0; p < size_; ++p) paths_.push_back(ucx::endpoint_transports(eps_[p]));
+  if (size_ == 2) {
+    TANDEM_RETURN_IF_ERROR(init_direct(std::move(direct), peer_memory, options, deadline));
+  }
   if (options.log_transports) {
     int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
     log_line(absl::StrCat(
         "rank ", rank_, ": UCX_TLS=", std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "(default)",
         ", peer failure detection ", options.peer_failure_detection ? "on" : "off", ", to rank ",
-        peer, ": ", paths_[peer]));
+        peer, ": ", paths_[peer],
+        direct_ != nullptr ? ", large all_reduce through peer memory (cma)" : ""));
   }
   return absl::OkStatus();
 }

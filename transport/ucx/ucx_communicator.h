@@ -30,6 +30,10 @@ struct UcxOptions {
   std::chrono::milliseconds setup_timeout{60000};
   // One stderr line per rank naming the transports UCX picked.
   bool log_transports = true;
+  // 2 ranks that UCX connects over shared memory (its cma transport) sum
+  // all_reduces above 64 KiB through each other's memory (peer_memory.h):
+  // one copy per byte instead of two. Off: UCX's tag protocols carry them.
+  bool direct_peer_memory = true;
 };
 
 // Collective over the bootstrap's ranks: every rank must call it.

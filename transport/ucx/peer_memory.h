@@ -1,0 +1,102 @@
+// Large all_reduces between two ranks on one host, through the peer's memory
+// (Linux cross-memory attach: process_vm_readv/writev), for the UCX backend
+// when UCX itself carries that pair over shared memory (its cma transport).
+//
+// Why: over UCX's tag protocols a 2-rank all_reduce copies each byte twice
+// on each rank (the peer's half into scratch, then the sums back), and the
+// sum is a third pass. Here each rank reads a chunk of the peer's half into a
+// cache-sized scratch, adds it into its own copy, and writes the sum straight
+// into the peer's buffer: the memory traffic of one copy per byte, the same
+// as the one-way ucx_perftest the bandwidth goal is measured against.
+//
+// The protocol (op k, both ranks alike):
+//   1. publish entered = k, then swap headers (buffer address, size, type)
+//      over UCX, which also orders the op with the collectives around it;
+//   2. per chunk: read the peer's chunk together with the peer's exit word,
+//      stop if the peer gave up on op k, add, write the sum into the peer;
+//   3. publish exit = k (done), then wait until the peer's exit says k.
+// A rank that fails or is aborted after step 1 publishes exit = k (failed)
+// and, before returning, waits (bounded) until the peer has either left op k
+// or not yet entered it: a peer checks the exit word before each write, so no
+// write lands in the caller's buffer after the call returns. A dead peer
+// (ESRCH) writes nothing more and is reported as UNAVAILABLE at once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "transport/communicator.h"
+
+namespace tandem::transport::ucx {
+
+// What a rank publishes at start-up so that its peer can reach its memory.
+struct PeerMemoryAddress {
+  uint64_t pid = 0;
+  uint64_t words = 0;  // address of the rank's DirectAllReduce words
+  uint64_t nonce = 0;  // read back through the attach: the right process
+};
+static_assert(sizeof(PeerMemoryAddress) == 24, "wire layout");
+
+// Swapped over UCX at the start of every op; every field is checked.
+struct DirectHeader {
+  uint64_t op = 0;
+  uint64_t addr = 0;
+  uint64_t bytes = 0;
+  uint32_t type = 0;
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(DirectHeader) == 32, "wire layout");
+
+class DirectAllReduce {
+ public:
+  // Swaps `out` for the peer's header (over UCX), within the deadline.
+  using Exchange = absl::FunctionRef<absl::Status(const DirectHeader& out, DirectHeader* in,
+                                                  Deadline deadline)>;
+  // Non-OK once the communicator was aborted: the op stops at once.
+  using Stopped = absl::FunctionRef<absl::Status()>;
+
+  DirectAllReduce();
+  DirectAllReduce(const DirectAllReduce&) = delete;
+  DirectAllReduce& operator=(const DirectAllReduce&) = delete;
+
+  PeerMemoryAddress own_address() const;
+  // Reads the peer's nonce through cross-memory attach: fails when the peer
+  // is another host, another pid namespace, or the kernel forbids it.
+  absl::Status attach(const PeerMemoryAddress& peer);
+  bool attached() const { return peer_pid_ != 0; }
+
+  // In-place sum of `count` elements with the attached peer; `rank` is 0 or
+  // 1, and the peer calls it with the same count and type.
+  absl::Status run(int rank, void* data, size_t count, DataType type, Deadline deadline,
+                   Exchange exchange, Stopped stopped);
+
+ private:
+  // The words the peer reads: op numbers, so a stale value never matches.
+  struct alignas(64) Words {
+    std::atomic<uint64_t> entered{0};
+    std::atomic<uint64_t> exit{0};  // op << 1 | failed
+    uint64_t nonce = 0;
+  };
+
+  absl::Status sum_half(int rank, std::byte* data, size_t count, DataType type, uint64_t op,
+                        const DirectHeader& peer, Deadline deadline, Stopped stopped);
+  absl::Status wait_peer_exit(uint64_t op, Deadline deadline, Stopped stopped);
+  // After a failure on this side: no write of the peer may still be coming.
+  void fence_peer(uint64_t op);
+  absl::Status read_peer_word(size_t offset, uint64_t* value);
+
+  std::unique_ptr<Words> words_;  // a stable address, published to the peer
+  std::vector<std::byte> scratch_;
+  pid_t peer_pid_ = 0;
+  uint64_t peer_words_ = 0;
+  uint64_t next_op_ = 1;
+};
+
+}  // namespace tandem::transport::ucx
