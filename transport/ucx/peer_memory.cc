@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "transport/collectives/collective_state.h"
 #include "transport/collectives/reduce.h"
 
@@ -26,8 +27,9 @@ constexpr size_t kChunkBytes = 256 << 10;
 // buffer (the peer checks before every chunk, so this is microseconds unless
 // the peer is stopped or stuck).
 constexpr auto kPeerExitGrace = std::chrono::seconds(2);
-// Polls of the peer's words spin this long before yielding the CPU.
-constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
+// While it waits for the peer's "done" message, how often a rank reads the
+// peer's exit word (a syscall) to see whether the peer failed instead.
+constexpr auto kPeerLookInterval = std::chrono::microseconds(50);
 
 absl::Status errno_status(const char* what, pid_t pid, int err) {
   const std::string text = absl::StrCat(what, " of pid ", pid, " failed: ", std::strerror(err));
@@ -76,41 +78,60 @@ absl::Status DirectAllReduce::attach(const PeerMemoryAddress& peer) {
 }
 
 absl::Status DirectAllReduce::run(int rank, void* data, size_t count, DataType type,
-                                  Deadline deadline, Exchange exchange, Stopped stopped) {
+                                  Deadline deadline, DirectChannel& channel) {
   const uint64_t op = next_op_++;
   words_->entered.store(op);
   const DirectHeader out{.op = op,
                          .addr = reinterpret_cast<uint64_t>(data),
                          .bytes = count * dtype_size(type),
                          .type = static_cast<uint32_t>(type)};
-  DirectHeader in;
-  absl::Status status = exchange(out, &in, deadline);
-  if (status.ok() && (in.op != op || in.bytes != out.bytes || in.type != out.type)) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("all_reduce: rank ", 1 - rank, " sent op ", in.op, ", ", in.bytes,
-                     " bytes of type ", in.type, "; rank ", rank, " has op ", op, ", ", out.bytes,
-                     " bytes of type ", out.type));
-  }
+  // The peer's "done" may come before this rank is done: post its receive now.
+  absl::StatusOr<std::unique_ptr<Request>> done =
+      channel.post_recv(&done_in_, sizeof(done_in_), op << 1 | 1);
+  absl::Status status = done.status();
+  if (status.ok()) status = swap_headers(rank, out, deadline, channel);
   if (status.ok()) {
-    status = sum_half(rank, static_cast<std::byte*>(data), count, type, op, in, deadline, stopped);
+    status = sum_half(rank, static_cast<std::byte*>(data), count, type, op, deadline, channel);
   }
   if (status.ok()) {
     words_->exit.store(op << 1);
-    status = wait_peer_exit(op, deadline, stopped);
+    done_out_ = op;
+    absl::StatusOr<std::unique_ptr<Request>> sent =
+        channel.post_send(&done_out_, sizeof(done_out_), op << 1 | 1);
+    status = sent.status();
+    if (status.ok()) status = wait_peer_done(op, **done, deadline, channel);
+    if (status.ok()) status = (*sent)->wait(deadline);
   }
   if (!status.ok()) fence_peer(op);
   return status;
 }
 
+absl::Status DirectAllReduce::swap_headers(int rank, const DirectHeader& out, Deadline deadline,
+                                           DirectChannel& channel) {
+  TANDEM_ASSIGN_OR_RETURN(auto recv,
+                          channel.post_recv(&peer_header_, sizeof(peer_header_), out.op << 1));
+  TANDEM_ASSIGN_OR_RETURN(auto send, channel.post_send(&out, sizeof(out), out.op << 1));
+  TANDEM_RETURN_IF_ERROR(send->wait(deadline));
+  TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
+  const DirectHeader& in = peer_header_;
+  if (in.op != out.op || in.bytes != out.bytes || in.type != out.type) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("all_reduce: rank ", 1 - rank, " sent op ", in.op, ", ", in.bytes,
+                     " bytes of type ", in.type, "; rank ", rank, " has op ", out.op, ", ",
+                     out.bytes, " bytes of type ", out.type));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DirectAllReduce::sum_half(int rank, std::byte* data, size_t count, DataType type,
-                                       uint64_t op, const DirectHeader& peer, Deadline deadline,
-                                       Stopped stopped) {
+                                       uint64_t op, Deadline deadline, DirectChannel& channel) {
   // Rank r sums half 1 - r, like the message-based exchange of halves.
   const int half = 1 - rank;
   const size_t esize = dtype_size(type);
   const size_t begin = block_begin(count, 2, half) * esize;
   const size_t n = block_count(count, 2, half);
   const size_t per_chunk = kChunkBytes / esize;
+  const uint64_t peer_data = peer_header_.addr;
   uint64_t peer_exit = 0;
   for (size_t done = 0; done < n; done += per_chunk) {
     const size_t elems = std::min(per_chunk, n - done);
@@ -119,7 +140,7 @@ absl::Status DirectAllReduce::sum_half(int rank, std::byte* data, size_t count, 
     // The peer's chunk and then its exit word, in one call: a peer that gave
     // up on this op gets no write.
     iovec local[2] = {{scratch_.data(), bytes}, {&peer_exit, sizeof(peer_exit)}};
-    iovec remote[2] = {{reinterpret_cast<void*>(peer.addr + offset), bytes},
+    iovec remote[2] = {{reinterpret_cast<void*>(peer_data + offset), bytes},
                        {reinterpret_cast<void*>(peer_words_ + offsetof(Words, exit)),
                         sizeof(peer_exit)}};
     const ssize_t got = process_vm_readv(peer_pid_, local, 2, remote, 2, 0);
@@ -133,12 +154,12 @@ absl::Status DirectAllReduce::sum_half(int rank, std::byte* data, size_t count, 
     }
     reduce_sum(data + offset, scratch_.data(), elems, type);
     iovec source{data + offset, bytes};
-    iovec target{reinterpret_cast<void*>(peer.addr + offset), bytes};
+    iovec target{reinterpret_cast<void*>(peer_data + offset), bytes};
     const ssize_t put = process_vm_writev(peer_pid_, &source, 1, &target, 1, 0);
     if (put != static_cast<ssize_t>(bytes)) {
       return errno_status("process_vm_writev", peer_pid_, put < 0 ? errno : EFAULT);
     }
-    if (absl::Status s = stopped(); !s.ok()) return s;
+    TANDEM_RETURN_IF_ERROR(channel.stopped());
     if (Clock::now() >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("all_reduce with rank ", 1 - rank, " timed out"));
@@ -147,27 +168,33 @@ absl::Status DirectAllReduce::sum_half(int rank, std::byte* data, size_t count, 
   return absl::OkStatus();
 }
 
-absl::Status DirectAllReduce::wait_peer_exit(uint64_t op, Deadline deadline, Stopped stopped) {
-  uint64_t seen = 0;
-  Clock::time_point idle_since = Clock::now();
+absl::Status DirectAllReduce::wait_peer_done(uint64_t op, Request& done, Deadline deadline,
+                                             DirectChannel& channel) {
+  Clock::time_point last_look = Clock::now();
   for (;;) {
-    uint64_t peer_exit = 0;
-    if (absl::Status s = read_peer_word(offsetof(Words, exit), &peer_exit); !s.ok()) return s;
-    if (peer_exit >> 1 == op && (peer_exit & 1) == 0) return absl::OkStatus();
-    if (peer_exit >> 1 >= op) {
-      return absl::UnavailableError(
-          absl::StrCat("the peer (pid ", peer_pid_, ") left the all_reduce with an error"));
+    if (done.test()) {
+      TANDEM_RETURN_IF_ERROR(done.wait(deadline));
+      if (done_in_ != op) {
+        return absl::InternalError(absl::StrCat("all_reduce: done of op ", done_in_, ", not ", op));
+      }
+      return absl::OkStatus();
     }
-    if (absl::Status s = stopped(); !s.ok()) return s;
+    TANDEM_RETURN_IF_ERROR(channel.stopped());
     const Clock::time_point now = Clock::now();
     if (now >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("all_reduce: the peer (pid ", peer_pid_, ") did not finish in time"));
     }
-    if (peer_exit != seen) {
-      seen = peer_exit;
-      idle_since = now;
-    } else if (now - idle_since > kSpinBeforeYield) {
+    // A peer that failed (or was aborted) may be unable to send: look at its
+    // exit word now and then. Its death shows here too.
+    if (now - last_look > kPeerLookInterval) {
+      last_look = now;
+      uint64_t peer_exit = 0;
+      TANDEM_RETURN_IF_ERROR(read_peer_word(offsetof(Words, exit), &peer_exit));
+      if (peer_exit == (op << 1 | 1) || peer_exit >> 1 > op) {
+        return absl::UnavailableError(
+            absl::StrCat("the peer (pid ", peer_pid_, ") left the all_reduce with an error"));
+      }
       sched_yield();
     }
   }

@@ -14,7 +14,10 @@
 //      over UCX, which also orders the op with the collectives around it;
 //   2. per chunk: read the peer's chunk together with the peer's exit word,
 //      stop if the peer gave up on op k, add, write the sum into the peer;
-//   3. publish exit = k (done), then wait until the peer's exit says k.
+//   3. publish exit = k (done) and send a "done" message over UCX; wait for
+//      the peer's (a message arrives sooner than a poll of the peer's memory,
+//      a syscall of over a microsecond, would see it), reading the peer's
+//      exit word now and then in case it failed and cannot send.
 // A rank that fails or is aborted after step 1 publishes exit = k (failed)
 // and, before returning, waits (bounded) until the peer has either left op k
 // or not yet entered it: a peer checks the exit word before each write, so no
@@ -30,7 +33,6 @@
 #include <memory>
 #include <vector>
 
-#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "transport/communicator.h"
 
@@ -54,14 +56,22 @@ struct DirectHeader {
 };
 static_assert(sizeof(DirectHeader) == 32, "wire layout");
 
+// The small messages of the protocol, with the peer, over the communicator.
+class DirectChannel {
+ public:
+  virtual ~DirectChannel() = default;
+  // `tag` is the protocol's own (op and message kind); the channel keeps it
+  // apart from every user and collective tag.
+  virtual absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes,
+                                                             uint64_t tag) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes,
+                                                             uint64_t tag) = 0;
+  // Non-OK once the communicator was aborted: the op stops at once.
+  virtual absl::Status stopped() = 0;
+};
+
 class DirectAllReduce {
  public:
-  // Swaps `out` for the peer's header (over UCX), within the deadline.
-  using Exchange = absl::FunctionRef<absl::Status(const DirectHeader& out, DirectHeader* in,
-                                                  Deadline deadline)>;
-  // Non-OK once the communicator was aborted: the op stops at once.
-  using Stopped = absl::FunctionRef<absl::Status()>;
-
   DirectAllReduce();
   DirectAllReduce(const DirectAllReduce&) = delete;
   DirectAllReduce& operator=(const DirectAllReduce&) = delete;
@@ -75,7 +85,7 @@ class DirectAllReduce {
   // In-place sum of `count` elements with the attached peer; `rank` is 0 or
   // 1, and the peer calls it with the same count and type.
   absl::Status run(int rank, void* data, size_t count, DataType type, Deadline deadline,
-                   Exchange exchange, Stopped stopped);
+                   DirectChannel& channel);
 
  private:
   // The words the peer reads: op numbers, so a stale value never matches.
@@ -85,15 +95,21 @@ class DirectAllReduce {
     uint64_t nonce = 0;
   };
 
+  absl::Status swap_headers(int rank, const DirectHeader& out, Deadline deadline,
+                            DirectChannel& channel);
   absl::Status sum_half(int rank, std::byte* data, size_t count, DataType type, uint64_t op,
-                        const DirectHeader& peer, Deadline deadline, Stopped stopped);
-  absl::Status wait_peer_exit(uint64_t op, Deadline deadline, Stopped stopped);
+                        Deadline deadline, DirectChannel& channel);
+  // Waits for the peer's "done" message of `op` (received by `done`).
+  absl::Status wait_peer_done(uint64_t op, Request& done, Deadline deadline,
+                              DirectChannel& channel);
   // After a failure on this side: no write of the peer may still be coming.
   void fence_peer(uint64_t op);
   absl::Status read_peer_word(size_t offset, uint64_t* value);
 
   std::unique_ptr<Words> words_;  // a stable address, published to the peer
   std::vector<std::byte> scratch_;
+  DirectHeader peer_header_;  // of the current op
+  uint64_t done_out_ = 0, done_in_ = 0;  // the "done" messages' payloads
   pid_t peer_pid_ = 0;
   uint64_t peer_words_ = 0;
   uint64_t next_op_ = 1;

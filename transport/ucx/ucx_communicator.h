@@ -31,8 +31,9 @@ struct UcxOptions {
   // One stderr line per rank naming the transports UCX picked.
   bool log_transports = true;
   // 2 ranks that UCX connects over shared memory (its cma transport) sum
-  // all_reduces above 64 KiB through each other's memory (peer_memory.h):
-  // one copy per byte instead of two. Off: UCX's tag protocols carry them.
+  // all_reduces above 8 KiB through each other's memory (peer_memory.h),
+  // with fewer copies and no rendezvous handshakes. Off: UCX's tag
+  // protocols carry them.
   bool direct_peer_memory = true;
 };
 
