@@ -410,9 +410,15 @@ absl::Status UcxCommunicator::init_direct(std::unique_ptr<ucx::DirectAllReduce> 
                                           const UcxOptions& options, Deadline deadline) {
   const int peer = 1 - rank_;
   uint8_t mine = 0, theirs = 0;
-  // Only where UCX itself carries the pair over shared memory: UCX_TLS and
-  // the peer failure detection mode keep deciding what the link is.
-  if (options.direct_peer_memory && paths_[peer].find("cma/") != std::string::npos) {
+  // Where UCX_TLS lets UCX use cma: UCX then carries this pair over shared
+  // memory, or it would but for peer failure detection (UCX 1.13 runs none
+  // over shared memory, and takes TCP instead). The direct path detects a
+  // dead peer itself (its pid is gone; its exit word says it failed), so it
+  // keeps shared memory's bandwidth with detection on; the small messages
+  // still go over what UCX picked. A peer on another host fails the attach.
+  const bool cma_allowed = paths_[peer].find("cma/") != std::string::npos ||
+                           ucx::context_has_resource(context_.get(), "cma/memory");
+  if (options.direct_peer_memory && cma_allowed) {
     absl::Status attached = direct->attach(peer_address);
     if (attached.ok()) {
       mine = 1;

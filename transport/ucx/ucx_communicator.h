@@ -30,10 +30,10 @@ struct UcxOptions {
   std::chrono::milliseconds setup_timeout{60000};
   // One stderr line per rank naming the transports UCX picked.
   bool log_transports = true;
-  // 2 ranks that UCX connects over shared memory (its cma transport) sum
-  // all_reduces above 8 KiB through each other's memory (peer_memory.h),
-  // with fewer copies and no rendezvous handshakes. Off: UCX's tag
-  // protocols carry them.
+  // 2 ranks on one host, where UCX_TLS lets UCX use cma, sum all_reduces
+  // above 8 KiB through each other's memory (peer_memory.h), with fewer
+  // copies and no rendezvous handshakes, also when peer failure detection
+  // made UCX take TCP. Off: UCX's tag protocols carry them.
   bool direct_peer_memory = true;
 };
 
