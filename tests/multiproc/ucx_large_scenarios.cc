@@ -95,6 +95,14 @@ absl::Status abort_while_peer_late(Communicator& comm) {
     aborter.join();
     if (!absl::IsAborted(s)) return absl::InternalError("expected ABORTED, got " + s.ToString());
     if (Clock::now() - t0 > milliseconds(2000)) return absl::InternalError("abort was slow");
+    // A later call fails at once.
+    const auto t1 = Clock::now();
+    s = comm.all_reduce(v.data(), count, DataType::kF32, ReduceOp::kSum,
+                        deadline_in(milliseconds(10000)));
+    if (!absl::IsAborted(s)) return absl::InternalError("expected ABORTED, got " + s.ToString());
+    if (Clock::now() - t1 > milliseconds(100)) {
+      return absl::InternalError("an all_reduce after abort() did not fail at once");
+    }
     std::this_thread::sleep_for(milliseconds(800));  // rank 1 runs its part meanwhile
     for (size_t i = 0; i < count; ++i) {
       if (v[i] != 1.0f) {

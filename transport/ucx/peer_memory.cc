@@ -89,7 +89,11 @@ absl::Status DirectAllReduce::run(int rank, void* data, size_t count, DataType t
   absl::StatusOr<std::unique_ptr<Request>> done =
       channel.post_recv(&done_in_, sizeof(done_in_), op << 1 | 1);
   absl::Status status = done.status();
-  if (status.ok()) status = swap_headers(rank, out, deadline, channel);
+  // Until this rank's header may have gone out, the peer cannot know where
+  // to write: a failure before that needs no fence (an op that fails at
+  // once after abort() returns at once).
+  bool exposed = false;
+  if (status.ok()) status = swap_headers(rank, out, deadline, channel, &exposed);
   if (status.ok()) {
     status = sum_half(rank, static_cast<std::byte*>(data), count, type, op, deadline, channel);
   }
@@ -102,14 +106,21 @@ absl::Status DirectAllReduce::run(int rank, void* data, size_t count, DataType t
     if (status.ok()) status = wait_peer_done(op, **done, deadline, channel);
     if (status.ok()) status = (*sent)->wait(deadline);
   }
-  if (!status.ok()) fence_peer(op);
+  if (!status.ok()) {
+    if (exposed) {
+      fence_peer(op);
+    } else {
+      words_->exit.store(op << 1 | 1);
+    }
+  }
   return status;
 }
 
 absl::Status DirectAllReduce::swap_headers(int rank, const DirectHeader& out, Deadline deadline,
-                                           DirectChannel& channel) {
+                                           DirectChannel& channel, bool* exposed) {
   TANDEM_ASSIGN_OR_RETURN(auto recv,
                           channel.post_recv(&peer_header_, sizeof(peer_header_), out.op << 1));
+  *exposed = true;
   TANDEM_ASSIGN_OR_RETURN(auto send, channel.post_send(&out, sizeof(out), out.op << 1));
   TANDEM_RETURN_IF_ERROR(send->wait(deadline));
   TANDEM_RETURN_IF_ERROR(recv->wait(deadline));

@@ -95,8 +95,9 @@ class DirectAllReduce {
     uint64_t nonce = 0;
   };
 
+  // `exposed` is set once the header may have reached the peer.
   absl::Status swap_headers(int rank, const DirectHeader& out, Deadline deadline,
-                            DirectChannel& channel);
+                            DirectChannel& channel, bool* exposed);
   absl::Status sum_half(int rank, std::byte* data, size_t count, DataType type, uint64_t op,
                         Deadline deadline, DirectChannel& channel);
   // Waits for the peer's "done" message of `op` (received by `done`).
