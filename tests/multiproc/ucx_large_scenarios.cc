@@ -40,9 +40,9 @@ uint32_t encode(DataType type, int v) {
 
 absl::Status check_sizes(Communicator& comm) {
   const int n = comm.size(), me = comm.rank();
-  // Around the 8 KiB switch-over (for f32), the 64 KiB one of the default
+  // Around the 16 KiB switch-over (for f32), the 64 KiB one of the default
   // collectives, the 256 KiB chunks, and a few MiB.
-  const size_t counts[] = {2047, 2049, 16383, 16385, 65537, 100003, (size_t{1} << 20) + 7};
+  const size_t counts[] = {4095, 4097, 16383, 16385, 65537, 100003, (size_t{1} << 20) + 7};
   const DataType types[] = {DataType::kF32, DataType::kBF16, DataType::kF16, DataType::kI32};
   int round = 0;
   for (DataType type : types) {

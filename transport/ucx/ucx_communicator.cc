@@ -39,19 +39,15 @@ constexpr size_t kPooledOps = 64;
 // UCX tags whose source field has this bit belong to the backend itself (the
 // headers of the direct all_reduce); no user or collective tag reaches it.
 constexpr uint64_t kPrivateTagBit = uint64_t{1} << 62;
-// Above this size a 2-rank all_reduce over shared memory goes through the
-// peer's memory (peer_memory.h). It is where UCX's messages switch to the
-// rendezvous protocol on loopback: up to it the default latency path (one
-// eager exchange) takes 2-4 us, against the direct path's ~8 us of fixed
-// cost (each process_vm_readv/writev call costs over a microsecond); from
-// 16 KiB the direct path is the faster (9 against 15 us at 16 KiB, 11
-// against 22 us at 32 KiB, measured on a loaded 2-core VM).
-constexpr size_t kDirectAllReduceMinBytes = (8 << 10) + 1;
-// The same where UCX sends the pair's messages over TCP (peer failure
-// detection on): the direct path's two small exchanges then cost ~10 us
-// each, and it wins only from 32 KiB (32 against 45 us; at 16 KiB it lost,
-// 30 against 17).
-constexpr size_t kDirectAllReduceMinBytesOverTcp = (16 << 10) + 1;
+// Above this size a 2-rank all_reduce on one host goes through the peer's
+// memory (peer_memory.h). Below, the default latency path (one exchange) is
+// as fast or faster: the direct path has ~6 us of fixed cost (each
+// process_vm_readv/writev call costs over a microsecond, and it swaps two
+// small messages). Medians on the 2-core VM, default against direct: over
+// shared memory 6-8 against 6.5-9 us at 16 KiB, 9-13 against 8-11 at 32 KiB,
+// 17-21 against 12-17 at 64 KiB; with peer failure detection on (UCX's
+// messages over TCP) 17 against 30 us at 16 KiB, 45 against 24-32 at 32 KiB.
+constexpr size_t kDirectAllReduceMinBytes = (16 << 10) + 1;
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
@@ -195,10 +191,8 @@ class UcxCommunicator final : public Communicator {
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
   bool closing_ = false;
-  // Set when large 2-rank all_reduces go through the peer's memory: those
-  // of at least direct_min_bytes_.
+  // Set when large 2-rank all_reduces go through the peer's memory.
   std::unique_ptr<ucx::DirectAllReduce> direct_;
-  size_t direct_min_bytes_ = SIZE_MAX;
 };
 
 // Freed UcxRequest blocks, reused by the next request: the Communicator API
@@ -382,7 +376,7 @@ absl::Status UcxCommunicator::all_reduce(void* data, size_t count, DataType type
                                          Deadline deadline) {
   const size_t esize = dtype_size(type);
   if (direct_ == nullptr || op != ReduceOp::kSum || !reducible(type) || data == nullptr ||
-      count > SIZE_MAX / esize / 2 || count * esize < direct_min_bytes_) {
+      count > SIZE_MAX / esize / 2 || count * esize < kDirectAllReduceMinBytes) {
     return Communicator::all_reduce(data, count, type, op, deadline);
   }
   // The protocol's messages, under tags no user or collective tag reaches.
@@ -439,12 +433,7 @@ absl::Status UcxCommunicator::init_direct(std::unique_ptr<ucx::DirectAllReduce> 
   TANDEM_ASSIGN_OR_RETURN(auto send, isend(&mine, 1, peer, kWireupTag));
   TANDEM_RETURN_IF_ERROR(send->wait(deadline));
   TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
-  if (mine != 0 && theirs != 0) {
-    direct_ = std::move(direct);
-    direct_min_bytes_ = paths_[peer].find("/memory") != std::string::npos
-                            ? kDirectAllReduceMinBytes
-                            : kDirectAllReduceMinBytesOverTcp;
-  }
+  if (mine != 0 && theirs != 0) direct_ = std::move(direct);
   return absl::OkStatus();
 }
 

@@ -31,7 +31,7 @@ struct UcxOptions {
   // One stderr line per rank naming the transports UCX picked.
   bool log_transports = true;
   // 2 ranks on one host, where UCX_TLS lets UCX use cma, sum all_reduces
-  // above 8 KiB through each other's memory (peer_memory.h), with fewer
+  // above 16 KiB through each other's memory (peer_memory.h), with fewer
   // copies and no rendezvous handshakes, also when peer failure detection
   // made UCX take TCP. Off: UCX's tag protocols carry them.
   bool direct_peer_memory = true;
