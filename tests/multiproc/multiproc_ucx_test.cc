@@ -109,6 +109,27 @@ TEST(MultiprocUcx, LargeAllReduceOverTcpAndFourRanks) {
                  .peer_failure = false});
 }
 
+// TP groups of 2 split from a world of 2 or 4 (the engine splits even when
+// the group is the whole world) take the direct path too; the world of 4
+// then runs the default collectives.
+TEST(MultiprocUcx, LargeAllReduceInSplitPairs) {
+  for (int world : {2, 4}) {
+    ProcessGroup g(make_temp_dir());
+    start(g, {.world = world,
+              .scenario = "ucx_large_all_reduce_pairs",
+              .tls = "sm,self",
+              .peer_failure = false});
+    ASSERT_TRUE(g.wait_all(std::chrono::seconds(40))) << g.describe();
+    for (int r = 0; r < world; ++r) {
+      EXPECT_TRUE(g.exited_ok(r)) << g.describe();
+      EXPECT_NE(g.err(r).find("group " + std::to_string(1 + r / 2) +
+                              ": large all_reduce through peer memory"),
+                std::string::npos)
+          << g.describe();
+    }
+  }
+}
+
 // abort() on rank 0 while rank 1 has not yet entered a large all_reduce:
 // rank 0 gets ABORTED at once and its buffer is never written afterwards;
 // rank 1 learns that rank 0 left (UNAVAILABLE). (Not over TCP: there UCX 1.13

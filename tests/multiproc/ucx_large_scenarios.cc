@@ -121,11 +121,25 @@ absl::Status abort_while_peer_late(Communicator& comm) {
   return absl::OkStatus();
 }
 
+// Pairs split from the world, as the engine makes its TP groups (it splits
+// even when the group is the whole world): ranks 2i and 2i+1 form group
+// i + 1. Each pair runs the sizes, then the whole world once more.
+absl::Status check_sizes_in_pairs(Communicator& comm) {
+  const int me = comm.rank();
+  const int first = me - me % 2;
+  if (first + 1 >= comm.size()) return absl::InvalidArgumentError("an odd world has no pairs");
+  const int pair[] = {first, first + 1};
+  TANDEM_ASSIGN_OR_RETURN(auto group, comm.split(pair, static_cast<uint32_t>(1 + first / 2)));
+  TANDEM_RETURN_IF_ERROR(check_sizes(*group));
+  return check_sizes(comm);
+}
+
 }  // namespace
 
 absl::Status run_large_all_reduce_scenario(const std::string& scenario, Communicator& comm) {
   if (scenario == "ucx_large_all_reduce") return check_sizes(comm);
   if (scenario == "ucx_large_all_reduce_abort") return abort_while_peer_late(comm);
+  if (scenario == "ucx_large_all_reduce_pairs") return check_sizes_in_pairs(comm);
   return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", scenario, "'"));
 }
 

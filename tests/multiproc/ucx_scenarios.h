@@ -15,7 +15,9 @@ namespace tandem::transport {
 // fault the test injects; each call bounded by TANDEM_TEST_OP_DEADLINE_MS,
 // default 4000), "ucx_large_all_reduce" (odd sizes of every summable type
 // around the switch-over to the direct path of 2 ranks on shared memory) and
-// "ucx_large_all_reduce_abort" (2 ranks: rank 0 aborted while rank 1 is late).
+// "ucx_large_all_reduce_abort" (2 ranks: rank 0 aborted while rank 1 is late)
+// and "ucx_large_all_reduce_pairs" (the same sizes in pairs split from the
+// world, as TP groups of 2, then in the world).
 // TANDEM_TEST_PEER_FAILURE=0 turns peer failure detection off.
 absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot);
 

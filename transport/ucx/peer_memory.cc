@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstddef>
 #include <cstring>
 #include <random>
@@ -39,6 +40,12 @@ absl::Status errno_status(const char* what, pid_t pid, int err) {
 }
 
 }  // namespace
+
+bool DirectAllReduce::eligible(const void* data, size_t count, DataType type, ReduceOp op) {
+  if (op != ReduceOp::kSum || !reducible(type) || data == nullptr) return false;
+  const size_t esize = dtype_size(type);
+  return count <= SIZE_MAX / esize / 2 && count * esize >= kMinBytes;
+}
 
 DirectAllReduce::DirectAllReduce() : words_(std::make_unique<Words>()), scratch_(kChunkBytes) {
   std::random_device random;
@@ -75,6 +82,34 @@ absl::Status DirectAllReduce::attach(const PeerMemoryAddress& peer) {
   }
   if (!status.ok()) peer_pid_ = 0;
   return status;
+}
+
+absl::StatusOr<bool> DirectAllReduce::agree(bool allowed, Deadline deadline,
+                                            DirectChannel& channel) {
+  // Tags 0 and 1 (op 0); the ops use 2 and up.
+  const PeerMemoryAddress mine = allowed ? own_address() : PeerMemoryAddress{};
+  PeerMemoryAddress theirs;
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto recv, channel.post_recv(&theirs, sizeof(theirs), 0));
+    TANDEM_ASSIGN_OR_RETURN(auto send, channel.post_send(&mine, sizeof(mine), 0));
+    TANDEM_RETURN_IF_ERROR(send->wait(deadline));
+    TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
+  }
+  uint8_t ok = 0, peer_ok = 0;
+  if (allowed) {
+    absl::Status attached = attach(theirs);
+    ok = attached.ok() ? 1 : 0;
+    if (!attached.ok()) refusal_ = attached.ToString();
+  }
+  TANDEM_ASSIGN_OR_RETURN(auto recv, channel.post_recv(&peer_ok, 1, 1));
+  TANDEM_ASSIGN_OR_RETURN(auto send, channel.post_send(&ok, 1, 1));
+  TANDEM_RETURN_IF_ERROR(send->wait(deadline));
+  TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
+  if (ok == 0 || peer_ok == 0) {
+    peer_pid_ = 0;
+    return false;
+  }
+  return true;
 }
 
 absl::Status DirectAllReduce::run(int rank, void* data, size_t count, DataType type,
@@ -225,6 +260,80 @@ void DirectAllReduce::fence_peer(uint64_t op) {
     if (peer_entered < op) return;
     sched_yield();
   }
+}
+
+namespace {
+
+class DirectSplit final : public Communicator {
+ public:
+  DirectSplit(std::unique_ptr<Communicator> inner, std::unique_ptr<DirectChannel> channel,
+              bool allowed, std::string log_name)
+      : inner_(std::move(inner)),
+        channel_(std::move(channel)),
+        allowed_(allowed),
+        log_name_(std::move(log_name)) {}
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string_view backend() const override { return inner_->backend(); }
+  std::string link_path(int peer) const override { return inner_->link_path(peer); }
+  absl::StatusOr<std::unique_ptr<Request>> isend(const void* data, size_t bytes, int peer,
+                                                 uint32_t tag) override {
+    return inner_->isend(data, bytes, peer, tag);
+  }
+  absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
+                                                 uint32_t tag) override {
+    return inner_->irecv(data, bytes, peer, tag);
+  }
+  absl::Status all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                          Deadline deadline) override {
+    if (!DirectAllReduce::eligible(data, count, type, op)) {
+      return inner_->all_reduce(data, count, type, op, deadline);
+    }
+    if (agreed_ < 0) {
+      // The first eligible all_reduce, at the same point on both ranks (the
+      // split itself stays a local call that never waits for the peer).
+      TANDEM_ASSIGN_OR_RETURN(const bool agreed, direct_.agree(allowed_, deadline, *channel_));
+      agreed_ = agreed ? 1 : 0;
+      if (!log_name_.empty() && (agreed || !direct_.refusal().empty())) {
+        const std::string what = agreed ? "large all_reduce through peer memory (cma)"
+                                        : "no direct all_reduce: " + direct_.refusal();
+        std::fprintf(stderr, "tandem/ucx: %s: %s\n", log_name_.c_str(), what.c_str());
+      }
+    }
+    if (agreed_ == 0) return inner_->all_reduce(data, count, type, op, deadline);
+    return direct_.run(rank(), data, count, type, deadline, *channel_);
+  }
+  absl::Status all_gather(const void* send, void* recv, size_t count, DataType type,
+                          Deadline deadline) override {
+    return inner_->all_gather(send, recv, count, type, deadline);
+  }
+  absl::Status broadcast(void* data, size_t bytes, int root, Deadline deadline) override {
+    return inner_->broadcast(data, bytes, root, deadline);
+  }
+  absl::Status barrier(Deadline deadline) override { return inner_->barrier(deadline); }
+  absl::StatusOr<std::unique_ptr<Communicator>> split(std::span<const int> ranks,
+                                                      uint32_t group_id) override {
+    return inner_->split(ranks, group_id);
+  }
+  void abort(const absl::Status& reason) override { inner_->abort(reason); }
+
+ private:
+  std::unique_ptr<Communicator> inner_;
+  std::unique_ptr<DirectChannel> channel_;
+  const bool allowed_;
+  const std::string log_name_;
+  DirectAllReduce direct_;
+  int agreed_ = -1;  // unknown until the first eligible all_reduce
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_direct_split(std::unique_ptr<Communicator> inner,
+                                                std::unique_ptr<DirectChannel> channel,
+                                                bool allowed, std::string log_name) {
+  return std::make_unique<DirectSplit>(std::move(inner), std::move(channel), allowed,
+                                       std::move(log_name));
 }
 
 }  // namespace tandem::transport::ucx

@@ -6,14 +6,12 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "transport/collectives/reduce.h"
 #include "transport/ucx/peer_memory.h"
 #include "transport/ucx/ucx_handles.h"
 #include "transport/ucx/ucx_transports.h"
@@ -36,21 +34,17 @@ constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 // Ops (and request handles) made ready at start-up: more than a decode step
 // or a pipelined collective keeps in flight, so they never reach the heap.
 constexpr size_t kPooledOps = 64;
-// UCX tags whose source field has this bit belong to the backend itself (the
-// headers of the direct all_reduce); no user or collective tag reaches it.
+// UCX tags with this bit belong to the backend itself (the direct
+// all_reduce's messages); no user or collective tag reaches it. Bits 48..55
+// then hold the sub-communicator (0 for the root, group_id + 1 for a split),
+// bits 32..47 the source rank, bits 0..31 the protocol's tag.
 constexpr uint64_t kPrivateTagBit = uint64_t{1} << 62;
-// Above this size a 2-rank all_reduce on one host goes through the peer's
-// memory (peer_memory.h). Below, the default latency path (one exchange) is
-// as fast or faster: the direct path has ~6 us of fixed cost (each
-// process_vm_readv/writev call costs over a microsecond, and it swaps two
-// small messages). Medians on the 2-core VM, default against direct: over
-// shared memory 6-8 against 6.5-9 us at 16 KiB, 9-13 against 8-11 at 32 KiB,
-// 17-21 against 12-17 at 64 KiB; with peer failure detection on (UCX's
-// messages over TCP) 17 against 30 us at 16 KiB, 45 against 24-32 at 32 KiB.
-constexpr size_t kDirectAllReduceMinBytes = (16 << 10) + 1;
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
+}
+uint64_t private_tag(int source, uint32_t group, uint64_t tag) {
+  return make_tag(source, static_cast<uint32_t>(tag)) | kPrivateTagBit | (uint64_t{group} << 48);
 }
 
 void log_line(const std::string& line) { std::fprintf(stderr, "tandem/ucx: %s\n", line.c_str()); }
@@ -127,7 +121,17 @@ class UcxCommunicator final : public Communicator {
                                                  uint32_t tag) override;
   absl::Status all_reduce(void* data, size_t count, DataType type, ReduceOp op,
                           Deadline deadline) override;
+  absl::StatusOr<std::unique_ptr<Communicator>> split(std::span<const int> ranks,
+                                                      uint32_t group_id) override;
   void abort(const absl::Status& reason) override;
+
+  // isend/irecv with the whole 64-bit UCX tag.
+  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  // The abort status once abort() was called; OK before.
+  absl::Status stopped();
 
   absl::Status wait(OpState& op, Deadline deadline);
   bool test(OpState& op);
@@ -150,16 +154,9 @@ class UcxCommunicator final : public Communicator {
 
  private:
   absl::StatusOr<std::unique_ptr<Request>> start(OpState* op, ucs_status_ptr_t r);
-  // isend/irecv with the whole 64-bit UCX tag.
-  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes, int peer,
-                                                     uint64_t ucx_tag);
-  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes, int peer,
-                                                     uint64_t ucx_tag);
-  // With 2 ranks whose endpoint UCX put on cma: attaches the direct
-  // all_reduce when both ranks can reach each other's memory.
-  absl::Status init_direct(std::unique_ptr<ucx::DirectAllReduce> direct,
-                           const ucx::PeerMemoryAddress& peer, const UcxOptions& options,
-                           Deadline deadline);
+  // Whether the direct all_reduce may run with `peer`: UCX_TLS lets UCX use
+  // cma (see init()).
+  bool direct_allowed(int peer) const;
   absl::Status final_status(OpState& op, ucs_status_t status);
   void on_complete(OpState* op, void* request, ucs_status_t status);
   void on_peer_error(int peer, ucs_status_t status);
@@ -191,8 +188,35 @@ class UcxCommunicator final : public Communicator {
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
   bool closing_ = false;
-  // Set when large 2-rank all_reduces go through the peer's memory.
+  bool direct_option_ = false;    // UcxOptions::direct_peer_memory
+  bool cma_in_context_ = false;  // UCX_TLS lets UCX use cma
+  bool log_transports_ = false;
+  // Set when this 2-rank world's large all_reduces go through the peer's
+  // memory, with the channel of its messages.
   std::unique_ptr<ucx::DirectAllReduce> direct_;
+  std::unique_ptr<ucx::DirectChannel> direct_channel_;
+};
+
+// The direct all_reduce's messages with one peer, under private tags of one
+// sub-communicator.
+class UcxDirectChannel final : public ucx::DirectChannel {
+ public:
+  UcxDirectChannel(UcxCommunicator& comm, int peer, uint32_t group)
+      : comm_(comm), peer_(peer), group_(group) {}
+  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes,
+                                                     uint64_t tag) override {
+    return comm_.post_send(data, bytes, peer_, private_tag(comm_.rank(), group_, tag));
+  }
+  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes,
+                                                     uint64_t tag) override {
+    return comm_.post_recv(data, bytes, peer_, private_tag(peer_, group_, tag));
+  }
+  absl::Status stopped() override { return comm_.stopped(); }
+
+ private:
+  UcxCommunicator& comm_;
+  const int peer_;
+  const uint32_t group_;
 };
 
 // Freed UcxRequest blocks, reused by the next request: the Communicator API
@@ -372,69 +396,38 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::post_recv(void* data, 
   return start(op, ucp_tag_recv_nbx(worker_.get(), data, bytes, ucx_tag, ~uint64_t{0}, &p));
 }
 
-absl::Status UcxCommunicator::all_reduce(void* data, size_t count, DataType type, ReduceOp op,
-                                         Deadline deadline) {
-  const size_t esize = dtype_size(type);
-  if (direct_ == nullptr || op != ReduceOp::kSum || !reducible(type) || data == nullptr ||
-      count > SIZE_MAX / esize / 2 || count * esize < kDirectAllReduceMinBytes) {
-    return Communicator::all_reduce(data, count, type, op, deadline);
-  }
-  // The protocol's messages, under tags no user or collective tag reaches.
-  class Channel final : public ucx::DirectChannel {
-   public:
-    explicit Channel(UcxCommunicator& comm) : comm_(comm), peer_(1 - comm.rank_) {}
-    absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes,
-                                                       uint64_t tag) override {
-      return comm_.post_send(data, bytes, peer_,
-                             make_tag(comm_.rank_, static_cast<uint32_t>(tag)) | kPrivateTagBit);
-    }
-    absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes,
-                                                       uint64_t tag) override {
-      return comm_.post_recv(data, bytes, peer_,
-                             make_tag(peer_, static_cast<uint32_t>(tag)) | kPrivateTagBit);
-    }
-    absl::Status stopped() override {
-      if (!comm_.aborted_) return absl::OkStatus();
-      std::lock_guard<std::mutex> lock(comm_.mu_);
-      return comm_.abort_status_;
-    }
-
-   private:
-    UcxCommunicator& comm_;
-    const int peer_;
-  } channel(*this);
-  return direct_->run(rank_, data, count, type, deadline, channel);
+absl::Status UcxCommunicator::stopped() {
+  if (!aborted_) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu_);
+  return abort_status_;
 }
 
-absl::Status UcxCommunicator::init_direct(std::unique_ptr<ucx::DirectAllReduce> direct,
-                                          const ucx::PeerMemoryAddress& peer_address,
-                                          const UcxOptions& options, Deadline deadline) {
-  const int peer = 1 - rank_;
-  uint8_t mine = 0, theirs = 0;
-  // Where UCX_TLS lets UCX use cma: UCX then carries this pair over shared
-  // memory, or it would but for peer failure detection (UCX 1.13 runs none
-  // over shared memory, and takes TCP instead). The direct path detects a
-  // dead peer itself (its pid is gone; its exit word says it failed), so it
-  // keeps shared memory's bandwidth with detection on; the small messages
-  // still go over what UCX picked. A peer on another host fails the attach.
-  const bool cma_allowed = paths_[peer].find("cma/") != std::string::npos ||
-                           ucx::context_has_resource(context_.get(), "cma/memory");
-  if (options.direct_peer_memory && cma_allowed) {
-    absl::Status attached = direct->attach(peer_address);
-    if (attached.ok()) {
-      mine = 1;
-    } else if (options.log_transports) {
-      log_line(absl::StrCat("rank ", rank_, ": no direct all_reduce with rank ", peer, ": ",
-                            attached.ToString()));
-    }
+bool UcxCommunicator::direct_allowed(int peer) const {
+  return direct_option_ && (cma_in_context_ || paths_[peer].find("cma/") != std::string::npos);
+}
+
+absl::Status UcxCommunicator::all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                                         Deadline deadline) {
+  if (direct_ == nullptr || !ucx::DirectAllReduce::eligible(data, count, type, op)) {
+    return Communicator::all_reduce(data, count, type, op, deadline);
   }
-  // Both ranks must take the same path: agree on it.
-  TANDEM_ASSIGN_OR_RETURN(auto recv, irecv(&theirs, 1, peer, kWireupTag));
-  TANDEM_ASSIGN_OR_RETURN(auto send, isend(&mine, 1, peer, kWireupTag));
-  TANDEM_RETURN_IF_ERROR(send->wait(deadline));
-  TANDEM_RETURN_IF_ERROR(recv->wait(deadline));
-  if (mine != 0 && theirs != 0) direct_ = std::move(direct);
-  return absl::OkStatus();
+  return direct_->run(rank_, data, count, type, deadline, *direct_channel_);
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> UcxCommunicator::split(std::span<const int> ranks,
+                                                                     uint32_t group_id) {
+  TANDEM_ASSIGN_OR_RETURN(auto inner, Communicator::split(ranks, group_id));
+  // A TP group of 2 (the engine splits even when the group is the whole
+  // world): its large all_reduces may go through the peer's memory too. The
+  // default split checked ranks and group_id (below kMaxGroupId, 127).
+  if (ranks.size() != 2 || !direct_option_) return inner;
+  const int peer = ranks[0] == rank_ ? ranks[1] : ranks[0];
+  return ucx::make_direct_split(std::move(inner),
+                                std::make_unique<UcxDirectChannel>(*this, peer, group_id + 1),
+                                direct_allowed(peer),
+                                log_transports_
+                                    ? absl::StrCat("rank ", rank_, ", group ", group_id)
+                                    : std::string());
 }
 
 void UcxCommunicator::cancel_locked(OpState& op) {
@@ -589,26 +582,6 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   std::string name = absl::StrCat("tandem/ucx/", key, "/address");
   TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                           bootstrap.all_gather(name, own.bytes(), deadline));
-  // Where each rank's memory is, for the direct all_reduce of 2 ranks (pid 0
-  // where it is turned off, which the peer's attach then refuses).
-  auto direct = std::make_unique<ucx::DirectAllReduce>();
-  ucx::PeerMemoryAddress peer_memory;
-  if (size_ == 2) {
-    ucx::PeerMemoryAddress own_memory;
-    if (options.direct_peer_memory) own_memory = direct->own_address();
-    TANDEM_ASSIGN_OR_RETURN(
-        std::vector<std::string> memories,
-        bootstrap.all_gather(
-            absl::StrCat("tandem/ucx/", key, "/peer_memory"),
-            std::string_view(reinterpret_cast<const char*>(&own_memory), sizeof(own_memory)),
-            deadline));
-    const std::string& theirs = memories[1 - rank_];
-    if (theirs.size() != sizeof(peer_memory)) {
-      return absl::InvalidArgumentError(absl::StrCat("rank ", 1 - rank_, " published ",
-                                                     theirs.size(), " bytes of peer memory address"));
-    }
-    std::memcpy(&peer_memory, theirs.data(), sizeof(peer_memory));
-  }
 
   free_ops_.reserve(4 * kPooledOps);
   for (size_t i = 0; i < kPooledOps; ++i) free_ops_.push_back(new OpState);
@@ -673,8 +646,28 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
   for (int p = 0; p < size_; ++p) paths_.push_back(ucx::endpoint_transports(eps_[p]));
+  // Where UCX_TLS lets UCX use cma: UCX then carries a pair on one host over
+  // shared memory, or it would but for peer failure detection (UCX 1.13 runs
+  // none over shared memory, and takes TCP instead). The direct path detects
+  // a dead peer itself (its pid is gone; its exit word says it failed), so it
+  // keeps shared memory's bandwidth with detection on; its small messages
+  // still go over what UCX picked. A peer on another host fails the attach.
+  direct_option_ = options.direct_peer_memory;
+  log_transports_ = options.log_transports;
+  cma_in_context_ = ucx::context_has_resource(context_.get(), "cma/memory");
   if (size_ == 2) {
-    TANDEM_RETURN_IF_ERROR(init_direct(std::move(direct), peer_memory, options, deadline));
+    const int peer = 1 - rank_;
+    auto direct = std::make_unique<ucx::DirectAllReduce>();
+    auto channel = std::make_unique<UcxDirectChannel>(*this, peer, 0);
+    TANDEM_ASSIGN_OR_RETURN(const bool agreed,
+                            direct->agree(direct_allowed(peer), deadline, *channel));
+    if (agreed) {
+      direct_ = std::move(direct);
+      direct_channel_ = std::move(channel);
+    } else if (!direct->refusal().empty() && options.log_transports) {
+      log_line(absl::StrCat("rank ", rank_, ": no direct all_reduce with rank ", peer, ": ",
+                            direct->refusal()));
+    }
   }
   if (options.log_transports) {
     int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
