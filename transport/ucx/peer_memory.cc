@@ -76,6 +76,7 @@ absl::Status DirectAllReduce::attach(const PeerMemoryAddress& peer) {
   peer_words_ = peer.words;
   uint64_t nonce = 0;
   absl::Status status = read_peer_word(offsetof(Words, nonce), &nonce);
+  peer_nonce_ = peer.nonce;
   if (status.ok() && nonce != peer.nonce) {
     status = absl::FailedPreconditionError(
         absl::StrCat("pid ", peer.pid, " on this host is not the peer (another pid namespace)"));
@@ -178,20 +179,28 @@ absl::Status DirectAllReduce::sum_half(int rank, std::byte* data, size_t count, 
   const size_t n = block_count(count, 2, half);
   const size_t per_chunk = kChunkBytes / esize;
   const uint64_t peer_data = peer_header_.addr;
-  uint64_t peer_exit = 0;
+  // The peer's exit word and nonce (adjacent): the nonce proves, before each
+  // write, that the pid still belongs to the peer.
+  static_assert(offsetof(Words, nonce) == offsetof(Words, exit) + sizeof(uint64_t));
+  uint64_t peer_tail[2] = {0, 0};
+  uint64_t& peer_exit = peer_tail[0];
   for (size_t done = 0; done < n; done += per_chunk) {
     const size_t elems = std::min(per_chunk, n - done);
     const size_t offset = begin + done * esize;
     const size_t bytes = elems * esize;
     // The peer's chunk and then its exit word, in one call: a peer that gave
     // up on this op gets no write.
-    iovec local[2] = {{scratch_.data(), bytes}, {&peer_exit, sizeof(peer_exit)}};
+    iovec local[2] = {{scratch_.data(), bytes}, {peer_tail, sizeof(peer_tail)}};
     iovec remote[2] = {{reinterpret_cast<void*>(peer_data + offset), bytes},
                        {reinterpret_cast<void*>(peer_words_ + offsetof(Words, exit)),
-                        sizeof(peer_exit)}};
+                        sizeof(peer_tail)}};
     const ssize_t got = process_vm_readv(peer_pid_, local, 2, remote, 2, 0);
-    if (got != static_cast<ssize_t>(bytes + sizeof(peer_exit))) {
+    if (got != static_cast<ssize_t>(bytes + sizeof(peer_tail))) {
       return errno_status("process_vm_readv", peer_pid_, got < 0 ? errno : EFAULT);
+    }
+    if (peer_tail[1] != peer_nonce_) {
+      return absl::UnavailableError(absl::StrCat("rank ", 1 - rank, " (pid ", peer_pid_,
+                                                 ") is gone: the pid now names another process"));
     }
     // The peer may be done with its half already (exit = op, not failed).
     if (peer_exit == (op << 1 | 1) || peer_exit >> 1 > op) {

@@ -132,6 +132,7 @@ class DirectAllReduce {
   uint64_t done_out_ = 0, done_in_ = 0;  // the "done" messages' payloads
   pid_t peer_pid_ = 0;
   uint64_t peer_words_ = 0;
+  uint64_t peer_nonce_ = 0;
   uint64_t next_op_ = 1;  // op 0: the agreement's messages
   std::string refusal_;
 };
