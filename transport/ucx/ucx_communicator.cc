@@ -576,10 +576,10 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   if (st != UCS_OK) return ucx::ucs_error("ucp_worker_get_address", st);
   ucx::WorkerAddress own(worker_.get(), address, address_len);
 
-  // Every communicator made over one bootstrap gets its own keys.
-  static std::atomic<int> generation{0};
-  const int key = generation++;
-  std::string name = absl::StrCat("tandem/ucx/", key, "/address");
+  // Every communicator made over one bootstrap gets its own keys (counted per
+  // bootstrap: a process that joins a second cluster starts again at 0, as
+  // the fresh ranks of that cluster do).
+  std::string name = absl::StrCat("tandem/ucx/", bootstrap.next_sequence(), "/address");
   TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                           bootstrap.all_gather(name, own.bytes(), deadline));
 
