@@ -361,8 +361,13 @@ absl::Status link_probe_peer_dies(Communicator& comm) {
 // may allocate, at either end.
 absl::Status no_alloc(Communicator& comm) {
   std::vector<float> hidden(2048, 1.0f);
+  // A 32 KiB hidden state too: with 2 ranks on shared memory it goes through
+  // the peer's memory (transport/ucx/peer_memory.h).
+  std::vector<float> wide(8192, 1.0f);
   const int peer = (comm.rank() + 1) % comm.size();
   auto step = [&]() -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(comm.all_reduce(wide.data(), wide.size(), DataType::kF32,
+                                           ReduceOp::kSum, deadline_in(milliseconds(5000))));
     TANDEM_RETURN_IF_ERROR(comm.all_reduce(hidden.data(), hidden.size(), DataType::kF32,
                                            ReduceOp::kSum, deadline_in(milliseconds(5000))));
     std::fill(hidden.begin(), hidden.end(), 1.0f);
@@ -411,6 +416,8 @@ absl::Status run_ucx_scenario(const std::string& scenario, Bootstrap& boot) {
     s = no_alloc(*comm);
   } else if (scenario == "ucx_bench") {
     s = bench(*comm);
+  } else if (scenario.rfind("ucx_large_", 0) == 0) {
+    s = run_large_all_reduce_scenario(scenario, *comm);
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", scenario, "'"));
   }
