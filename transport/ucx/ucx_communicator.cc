@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "transport/request_pool.h"
 #include "transport/ucx/peer_memory.h"
 #include "transport/ucx/ucx_handles.h"
 #include "transport/ucx/ucx_transports.h"
@@ -219,44 +220,10 @@ class UcxDirectChannel final : public ucx::DirectChannel {
   const uint32_t group_;
 };
 
-// Freed UcxRequest blocks, reused by the next request: the Communicator API
-// hands out unique_ptr<Request>, and this keeps that from costing a heap
-// allocation per send or receive. Never destroyed, so a request that dies
-// during static destruction still has somewhere to go.
-struct RequestBlocks {
-  std::mutex mu;
-  std::vector<void*> free;
-};
-RequestBlocks& request_blocks() {
-  static auto* blocks = [] {
-    auto* b = new RequestBlocks;
-    b->free.reserve(kPooledOps);
-    return b;
-  }();
-  return *blocks;
-}
-
-class UcxRequest final : public Request {
+class UcxRequest final : public Request,
+                         public PooledRequestMemory<UcxRequest, kPooledOps> {
  public:
   UcxRequest(UcxCommunicator* comm, OpState* op) : comm_(comm), op_(op) {}
-  static void* operator new(size_t size) {
-    RequestBlocks& blocks = request_blocks();
-    {
-      std::lock_guard<std::mutex> lock(blocks.mu);
-      if (!blocks.free.empty() && size == sizeof(UcxRequest)) {
-        void* block = blocks.free.back();
-        blocks.free.pop_back();
-        return block;
-      }
-    }
-    return ::operator new(size);
-  }
-  static void operator delete(void* block, size_t size) {
-    if (size != sizeof(UcxRequest)) return ::operator delete(block);
-    RequestBlocks& blocks = request_blocks();
-    std::lock_guard<std::mutex> lock(blocks.mu);
-    blocks.free.push_back(block);
-  }
   ~UcxRequest() override { comm_->release(op_); }
   absl::Status wait(Deadline deadline) override { return comm_->wait(*op_, deadline); }
   bool test() override { return comm_->test(*op_); }
