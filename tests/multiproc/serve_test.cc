@@ -131,6 +131,19 @@ class Server {
     return out;
   }
 
+  // Polls GetStatus until the cluster has restarted `restarts` times and
+  // serves again, or `timeout` passes; the last status either way.
+  v1::ClusterStatus wait_serving_after_restarts(int restarts, milliseconds timeout) {
+    v1::ClusterStatus s;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    do {
+      std::this_thread::sleep_for(milliseconds(50));
+      s = status();
+    } while (!(s.restarts() == restarts && s.state() == v1::SERVING_STATE_SERVING) &&
+             std::chrono::steady_clock::now() < deadline);
+    return s;
+  }
+
   grpc::Status call_shutdown() {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(5000));
@@ -420,13 +433,7 @@ TEST(Serve, ALostWorkerIsReplacedAndServingResumes) {
   ASSERT_GT(worker, 0);
   ::kill(worker, SIGKILL);
 
-  v1::ClusterStatus status;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  do {
-    std::this_thread::sleep_for(milliseconds(50));
-    status = server.status();
-  } while (!(status.restarts() == 1 && status.state() == v1::SERVING_STATE_SERVING) &&
-           std::chrono::steady_clock::now() < deadline);
+  const v1::ClusterStatus status = server.wait_serving_after_restarts(1, milliseconds(30000));
   ASSERT_EQ(status.restarts(), 1) << group.describe();
   ASSERT_EQ(status.state(), v1::SERVING_STATE_SERVING) << group.describe();
   EXPECT_NE(status.last_failure().find("rank 1 was killed by signal 9"), std::string::npos)
@@ -479,13 +486,7 @@ TEST(Serve, ARemoteWorkerThatItsSupervisorRestartsRejoins) {
   ASSERT_GT(first, 0);
   ::kill(first, SIGKILL);
 
-  v1::ClusterStatus status;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  do {
-    std::this_thread::sleep_for(milliseconds(50));
-    status = server.status();
-  } while (!(status.restarts() == 1 && status.state() == v1::SERVING_STATE_SERVING) &&
-           std::chrono::steady_clock::now() < deadline);
+  const v1::ClusterStatus status = server.wait_serving_after_restarts(1, milliseconds(30000));
   ASSERT_EQ(status.state(), v1::SERVING_STATE_SERVING) << group.describe();
   EXPECT_EQ(status.layout().launch(), "env");
   ASSERT_EQ(status.ranks_size(), 2);

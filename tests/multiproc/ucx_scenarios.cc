@@ -376,15 +376,8 @@ absl::Status no_alloc(Communicator& comm) {
     TANDEM_RETURN_IF_ERROR(r->wait(deadline_in(milliseconds(5000))));
     return s->wait(deadline_in(milliseconds(5000)));
   };
-  for (int i = 0; i < 20; ++i) TANDEM_RETURN_IF_ERROR(step());
-  const int64_t before = tandem::testing::allocations_on_this_thread();
-  for (int i = 0; i < 200; ++i) TANDEM_RETURN_IF_ERROR(step());
-  const int64_t allocated = tandem::testing::allocations_on_this_thread() - before;
-  if (allocated != 0) {
-    return absl::InternalError(absl::StrCat("rank ", comm.rank(), ": 200 exchange steps made ",
-                                            allocated, " heap allocations"));
-  }
-  return absl::OkStatus();
+  return tandem::testing::expect_steps_allocate_nothing(step, 20, 200,
+                                                       absl::StrCat("rank ", comm.rank()));
 }
 
 }  // namespace
