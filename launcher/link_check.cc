@@ -54,6 +54,13 @@ absl::StatusOr<std::vector<tr::LinkMeasurement>> check_links(tr::Communicator& c
     }
     for (const tr::LinkMeasurement& m : links) {
       const tr::LinkKind kind = tr::link_kind(m.path);
+      if (f.require == "rdma" && kind != tr::LinkKind::kRdma && m.path.empty() &&
+          m.backend == "mpi") {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "--require-link rdma: link rank ", m.rank_a, " <-> ", m.rank_b, " runs over MPI, "
+            "which does not say which transport it picked; run over UCX instead (--transport "
+            "ucx under mpirun, with TANDEM_MASTER_ADDR/PORT), or pass --require-link any"));
+      }
       if (f.require == "rdma" && kind != tr::LinkKind::kRdma) {
         return absl::FailedPreconditionError(absl::StrCat(
             "--require-link rdma: link rank ", m.rank_a, " <-> ", m.rank_b, " runs over ",

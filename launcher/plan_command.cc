@@ -28,6 +28,7 @@ struct PlanFlags {
   std::string node_memory = "128GiB";
   std::string os_reserve = "8GiB";
   std::string mem_bw = "273GB/s";
+  std::string rank_mem_bw;  // empty: a rank may use the whole box's bandwidth
   std::string compute = "31TFLOP/s";
   std::string link = "200Gb/s";
   std::string link_latency = "30us";
@@ -47,6 +48,10 @@ absl::StatusOr<partition::ClusterDesc> cluster_from(const PlanFlags& f) {
   TANDEM_ASSIGN_OR_RETURN(c.node_memory_bytes, parse_bytes("--node-memory", f.node_memory));
   TANDEM_ASSIGN_OR_RETURN(c.os_reserve_bytes, parse_bytes("--os-reserve", f.os_reserve));
   TANDEM_ASSIGN_OR_RETURN(c.memory_bandwidth, parse_bandwidth("--mem-bw", f.mem_bw));
+  if (!f.rank_mem_bw.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(c.rank_memory_bandwidth,
+                            parse_bandwidth("--rank-mem-bw", f.rank_mem_bw));
+  }
   TANDEM_ASSIGN_OR_RETURN(c.compute, parse_flops("--compute", f.compute));
   TANDEM_ASSIGN_OR_RETURN(c.link_bandwidth, parse_bandwidth("--link", f.link));
   TANDEM_ASSIGN_OR_RETURN(c.link_latency, parse_duration("--link-latency", f.link_latency));
@@ -285,6 +290,8 @@ void add_plan_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--node-memory", f->node_memory, "Memory per box (default 128GiB)");
   cmd->add_option("--os-reserve", f->os_reserve, "Kept free per box for the OS (default 8GiB)");
   cmd->add_option("--mem-bw", f->mem_bw, "Memory bandwidth per box (default 273GB/s)");
+  cmd->add_option("--rank-mem-bw", f->rank_mem_bw,
+                  "Bandwidth one rank can read alone, e.g. a CPU rank's threads (default: the box's)");
   cmd->add_option("--compute", f->compute, "Compute per box (default 31TFLOP/s)");
   cmd->add_option("--link", f->link, "Link bandwidth between boxes (default 200Gb/s)");
   cmd->add_option("--link-latency", f->link_latency, "Per collective over the link (default 30us)");

@@ -4,7 +4,11 @@
 // from Engine::run_worker(), with a heartbeat beside it. Ranks join through
 // launcher/cluster.h, as generate's do: --local-ranks (started here),
 // --rank/--world-size/--master, the TANDEM_* environment, or mpirun's; the
-// links are checked before the model loads. SIGTERM drains and stops the whole cluster with exit code 0.
+// links are checked before the model loads. SIGTERM drains and stops the
+// whole cluster with exit code 0. A rank lost while serving fails the
+// requests in flight, and rank 0 joins and loads the cluster anew: it starts
+// local ranks again itself, and waits for remote ones that their supervisor
+// restarts (--max-restarts bounds it; under mpirun the service stops).
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +16,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -44,6 +49,7 @@ struct ServeFlags {
   ClusterFlags cluster;
   double load_timeout_s = 600;
   double heartbeat_timeout_s = 5;
+  int max_restarts = 3;  // in any 10 minutes
 };
 
 // The demo model that `tandem serve` makes when no --model is given: the one
@@ -176,6 +182,87 @@ int run_worker_rank(Cluster& cluster, const ServeFlags& f) {
   return 0;
 }
 
+// How one life of the cluster ended.
+struct ClusterRun {
+  serve::ServeNode::StopCause cause;
+  bool served = false;       // it reached SERVING before it stopped
+  bool restartable = false;  // its workers can join again: ones this rank starts, or
+                             // ones a supervisor (systemd, Kubernetes) restarts
+  absl::Status teardown;     // how the workers left
+};
+
+// Joins the cluster, loads, serves until a shutdown or a lost rank, and takes
+// the cluster down again. The API server stays up throughout.
+ClusterRun run_cluster(const ServeFlags& f, int default_ranks, serve::ServeNode& node,
+                       const std::string& address) {
+  ClusterRun run;
+  // The ranks it starts get the model path this rank resolved.
+  auto joined = Cluster::Join(f.cluster, default_ranks,
+                              {{"TANDEM_SERVE_MODEL", f.serve.engine.model_path}});
+  if (!joined.ok()) {
+    run.cause.failure = joined.status();
+    return run;
+  }
+  Cluster& cluster = **joined;
+  const int world = cluster.size();
+  if (world > 1) {
+    std::fprintf(stderr, "tandem serve: cluster: %s\n", cluster.description().c_str());
+  }
+  run.restartable = cluster.launch() == "local-ranks" || cluster.launch() == "env";
+  node.set_cluster(world, cluster.launch(), link_statuses(cluster.links()));
+  serve::ClusterMonitor monitor(
+      cluster.bootstrap(), world, cluster.local_ranks(),
+      std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_timeout_s * 1000)));
+  monitor.set_comm(cluster.comm());
+  node.set_monitor(&monitor);
+
+  // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
+  // health service go from NOT_SERVING to SERVING. Bounded to a minute.
+  if (const char* delay = std::getenv("TANDEM_SERVE_TEST_LOAD_DELAY_MS")) {
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
+  }
+  absl::StatusOr<engine::EngineOptions> engine = engine_options(f, cluster);
+  if (absl::Status s = engine.ok() ? node.load(*engine) : engine.status(); !s.ok()) {
+    run.cause.failure = s;
+  } else {
+    std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
+                 f.serve.engine.model_path.c_str(), address.c_str(), world,
+                 world == 1 ? "" : "s", f.serve.engine.max_sequences);
+    run.served = true;
+    run.cause = node.wait_for_stop();
+  }
+  node.stop(run.cause);
+  node.close_engine();  // the workers' engines leave run_worker()
+  const auto closing = std::chrono::seconds(10);
+  const absl::Status workers = monitor.stop_workers(
+      run.cause.failure.ok() ? "rank 0 is shutting down" : "rank 0 failed", Clock::now() + closing);
+  node.set_monitor(nullptr);
+  const absl::Status reaped = cluster.wait_workers(closing);
+  run.teardown = workers.ok() ? reaped : workers;
+  return run;
+}
+
+// At most `max` restarts in any `window`, so that a rank that dies at every
+// start ends the service (and its supervisor's policy takes over) instead
+// of looping.
+class RestartBudget {
+ public:
+  RestartBudget(int max, Clock::duration window) : max_(max), window_(window) {}
+  bool take() {
+    const Clock::time_point now = Clock::now();
+    while (!recent_.empty() && now - recent_.front() > window_) recent_.pop_front();
+    if (static_cast<int>(recent_.size()) >= max_) return false;
+    recent_.push_back(now);
+    return true;
+  }
+
+ private:
+  const int max_;
+  const Clock::duration window_;
+  std::deque<Clock::time_point> recent_;
+};
+
 int run_rank0(ServeFlags& f, int default_ranks) {
   serve::ServeOptions options = f.serve;
   options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.load_timeout_s * 1000));
@@ -196,49 +283,29 @@ int run_rank0(ServeFlags& f, int default_ranks) {
   std::fprintf(stderr, "tandem serve: listening on %s (health NOT_SERVING until loaded)\n",
                address.c_str());
 
-  // The ranks it starts get the model path this rank resolved.
-  auto joined = Cluster::Join(f.cluster, default_ranks,
-                              {{"TANDEM_SERVE_MODEL", f.serve.engine.model_path}});
-  if (!joined.ok()) return report_error("serve", joined.status());
-  Cluster& cluster = **joined;
-  const int world = cluster.size();
-  if (world > 1) {
-    std::fprintf(stderr, "tandem serve: cluster: %s\n", cluster.description().c_str());
+  // A rank lost while serving: the requests in flight fail with UNAVAILABLE,
+  // health goes NOT_SERVING, and the cluster is joined and loaded anew.
+  RestartBudget budget(f.max_restarts, std::chrono::minutes(10));
+  ClusterRun run;
+  while (true) {
+    run = run_cluster(f, default_ranks, node, address);
+    if (run.cause.failure.ok() || !run.served || !run.restartable || node.shutdown_requested()) {
+      break;
+    }
+    if (!budget.take()) {
+      if (f.max_restarts > 0) {
+        std::fprintf(stderr, "tandem serve: already %d restarts in 10 minutes (--max-restarts): "
+                     "stopping\n", f.max_restarts);
+      }
+      break;
+    }
+    std::fprintf(stderr, "tandem serve: %s: restarting the cluster (health NOT_SERVING until "
+                 "it has loaded again)\n", std::string(run.cause.failure.message()).c_str());
+    node.begin_restart();
   }
-  node.set_cluster(world, cluster.launch(), link_statuses(cluster.links()));
-  serve::ClusterMonitor monitor(
-      cluster.bootstrap(), world, cluster.local_ranks(),
-      std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_timeout_s * 1000)));
-  monitor.set_comm(cluster.comm());
-  node.set_monitor(&monitor);
-
-  // Test hook: holds rank 0 in LOADING a while, so that tests can watch the
-  // health service go from NOT_SERVING to SERVING. Bounded to a minute.
-  if (const char* delay = std::getenv("TANDEM_SERVE_TEST_LOAD_DELAY_MS")) {
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::clamp(std::atol(delay), 0L, 60000L)));
-  }
-  serve::ServeNode::StopCause cause;
-  absl::StatusOr<engine::EngineOptions> engine = engine_options(f, cluster);
-  if (absl::Status s = engine.ok() ? node.load(*engine) : engine.status(); !s.ok()) {
-    cause.failure = s;
-  } else {
-    std::fprintf(stderr, "tandem serve: serving %s on %s (%d rank%s, %d sequences at once)\n",
-                 f.serve.engine.model_path.c_str(), address.c_str(), world,
-                 world == 1 ? "" : "s", f.serve.engine.max_sequences);
-    cause = node.wait_for_stop();
-  }
-  node.stop(cause);
   (*api)->shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  node.close_engine();  // the workers' engines leave run_worker()
-  const auto closing = std::chrono::seconds(10);
-  absl::Status workers = monitor.stop_workers(
-      cause.failure.ok() ? "rank 0 is shutting down" : "rank 0 failed", Clock::now() + closing);
-  node.set_monitor(nullptr);
-  const absl::Status reaped = cluster.wait_workers(closing);
-  if (!cause.failure.ok()) return report_error("serve", cause.failure);
-  if (!workers.ok()) return report_error("serve", workers);
-  if (!reaped.ok()) return report_error("serve", reaped);
+  if (!run.cause.failure.ok()) return report_error("serve", run.cause.failure);
+  if (!run.teardown.ok()) return report_error("serve", run.teardown);
   std::fprintf(stderr, "tandem serve: stopped\n");
   return 0;
 }
@@ -327,6 +394,11 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--heartbeat-timeout", f->heartbeat_timeout_s,
                   "Seconds of worker silence before rank 0 declares it lost")
       ->check(CLI::Range(0.5, 600.0))
+      ->capture_default_str();
+  cmd->add_option("--max-restarts", f->max_restarts,
+                  "Restarts of the cluster after a lost rank, at most, in any 10 minutes "
+                  "(0: a lost rank stops the service)")
+      ->check(CLI::Range(0, 1000))
       ->capture_default_str();
   cmd->callback([f, exit_code] { *exit_code = run_serve(*f); });
 }

@@ -40,7 +40,9 @@ class Prober {
   absl::Status send_header(int peer, const ProbeHeader& h, std::string_view message,
                            Deadline deadline) {
     std::memcpy(out_.data(), &h, sizeof(h));
-    std::memcpy(out_.data() + sizeof(h), message.data(), message.size());
+    if (!message.empty()) {  // an empty view's data() may be null
+      std::memcpy(out_.data() + sizeof(h), message.data(), message.size());
+    }
     return comm_.send(out_.data(), out_.size(), peer, kLinkProbeTag, deadline);
   }
 

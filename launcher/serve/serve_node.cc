@@ -32,10 +32,39 @@ void ServeNode::set_cluster(int world_size, const std::string& launch,
 ServeNode::~ServeNode() { close_engine(); }
 
 void ServeNode::close_engine() {
-  ready_.store(false, std::memory_order_release);
-  scheduler_.reset();  // joins the loop before the engine goes
-  runner_.reset();
-  engine_.reset();
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<engine::ModelRunner> runner;
+  std::unique_ptr<engine::Scheduler> scheduler;
+  {
+    std::unique_lock<std::shared_mutex> lock(engine_mu_);
+    if (scheduler_) {
+      const engine::SchedulerStats stats = scheduler_->stats();
+      earlier_requests_ += stats.requests_total;
+      earlier_tokens_ += stats.tokens_generated_total;
+    }
+    engine = std::move(engine_);
+    runner = std::move(runner_);
+    scheduler = std::move(scheduler_);
+  }
+  scheduler.reset();  // joins the loop before the engine goes
+  runner.reset();
+  engine.reset();
+}
+
+void ServeNode::begin_restart() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++restarts_;
+    last_failure_ = failure_;
+    failure_ = absl::OkStatus();
+    monitor_ = nullptr;
+  }
+  set_state(v1::SERVING_STATE_LOADING);
+}
+
+bool ServeNode::shutdown_requested() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return shutdown_requested_.has_value();
 }
 
 absl::Status ServeNode::load(const engine::EngineOptions& engine_options) {
@@ -50,12 +79,14 @@ absl::Status ServeNode::load(const engine::EngineOptions& engine_options) {
     progress.finish(loaded.ok(), std::chrono::duration<double>(Clock::now() - start).count());
   }
   if (!loaded.ok()) return loaded.status();
-  engine_ = std::move(*loaded);
-  absl::StatusOr<std::string> name = engine_->file().get_string("general.name");
-  model_name_ = name.ok() ? *name : std::filesystem::path(path).filename().string();
-  runner_ = std::make_unique<engine::EngineRunner>(*engine_, options_.engine.max_sequences);
-  scheduler_ = std::make_unique<engine::Scheduler>(*runner_);
-  ready_.store(true, std::memory_order_release);
+  {
+    std::unique_lock<std::shared_mutex> lock(engine_mu_);
+    engine_ = std::move(*loaded);
+    absl::StatusOr<std::string> name = engine_->file().get_string("general.name");
+    model_name_ = name.ok() ? *name : std::filesystem::path(path).filename().string();
+    runner_ = std::make_unique<engine::EngineRunner>(*engine_, options_.engine.max_sequences);
+    scheduler_ = std::make_unique<engine::Scheduler>(*runner_);
+  }
   // Every rank must have loaded its part before the first request.
   ClusterMonitor* monitor = nullptr;
   {
@@ -123,6 +154,7 @@ void ServeNode::stop(const StopCause& cause) {
       failure_ = cause.failure;
     }
     set_state(v1::SERVING_STATE_FAILED);
+    std::shared_lock<std::shared_mutex> lock(engine_mu_);
     if (scheduler_) {
       scheduler_->stop_accepting();
       scheduler_->abort_all(absl::UnavailableError(
@@ -140,10 +172,12 @@ void ServeNode::stop(const StopCause& cause) {
                    "ending them\n", drained.remaining_requests(), seconds);
     }
     set_state(v1::SERVING_STATE_STOPPING);
+    std::shared_lock<std::shared_mutex> lock(engine_mu_);
     if (scheduler_) {
       scheduler_->abort_all(absl::UnavailableError("the server is shutting down"));
     }
   }
+  std::shared_lock<std::shared_mutex> lock(engine_mu_);
   if (scheduler_) {
     scheduler_->wait_idle(engine::SchedulerClock::now() + std::chrono::seconds(5));
   }
@@ -153,6 +187,8 @@ absl::StatusOr<std::shared_ptr<engine::RequestStream>> ServeNode::generate(
     const v1::GenerateRequest& request, engine::SchedulerClock::time_point deadline,
     uint64_t* seed) {
   TANDEM_RETURN_IF_ERROR(not_serving_reason());
+  std::shared_lock<std::shared_mutex> engine_lock(engine_mu_);
+  if (!scheduler_) return not_serving_reason();
   uint64_t random_seed = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -167,7 +203,8 @@ absl::StatusOr<std::shared_ptr<engine::RequestStream>> ServeNode::generate(
 }
 
 absl::StatusOr<v1::TokenizeResponse> ServeNode::tokenize(const v1::TokenizeRequest& request) {
-  if (!ready_.load(std::memory_order_acquire)) return not_serving_reason();
+  std::shared_lock<std::shared_mutex> engine_lock(engine_mu_);
+  if (!engine_) return not_serving_reason();
   v1::TokenizeResponse out;
   const std::vector<int32_t> ids = engine_->tokenizer().encode(
       request.text(), {.add_bos = !request.no_bos(), .parse_special = request.parse_special()});
@@ -179,7 +216,8 @@ absl::StatusOr<v1::TokenizeResponse> ServeNode::tokenize(const v1::TokenizeReque
 }
 
 absl::StatusOr<v1::ModelInfo> ServeNode::model_info() {
-  if (!ready_.load(std::memory_order_acquire)) return not_serving_reason();
+  std::shared_lock<std::shared_mutex> engine_lock(engine_mu_);
+  if (!engine_) return not_serving_reason();
   const model::LlamaConfig& c = engine_->config();
   v1::ModelInfo info;
   info.set_name(model_name_);
@@ -206,26 +244,31 @@ absl::StatusOr<v1::ModelInfo> ServeNode::model_info() {
 
 v1::ClusterStatus ServeNode::status() {
   v1::ClusterStatus s;
-  ClusterMonitor* monitor = nullptr;
+  bool monitored = false;
   {
+    // Under mu_: set_monitor(nullptr) waits for it, so the monitor outlives its use here.
     std::lock_guard<std::mutex> lock(mu_);
     s.set_state(state_);
-    monitor = monitor_;
+    if (monitor_ != nullptr) {
+      monitored = true;
+      for (v1::RankStatus& r : monitor_->ranks()) *s.add_ranks() = std::move(r);
+    }
     for (const v1::LinkStatus& link : links_) *s.add_links() = link;
     s.mutable_layout()->set_world_size(world_size_);
     s.mutable_layout()->set_launch(launch_);
+    s.set_restarts(restarts_);
+    if (!last_failure_.ok()) s.set_last_failure(std::string(last_failure_.message()));
   }
+  std::shared_lock<std::shared_mutex> engine_lock(engine_mu_);
   v1::Layout* layout = s.mutable_layout();
-  if (ready_.load(std::memory_order_acquire)) {
+  if (engine_) {
     layout->set_tp(engine_->world().tp());
     layout->set_pp(engine_->world().pp());
   } else {
     layout->set_tp(options_.engine.tp);
     layout->set_pp(options_.engine.pp);
   }
-  if (monitor != nullptr) {
-    for (v1::RankStatus& r : monitor->ranks()) *s.add_ranks() = std::move(r);
-  } else {
+  if (!monitored) {
     const v1::RankReport self = describe_this_process(0);
     v1::RankStatus* zero = s.add_ranks();
     zero->set_host(self.host());
@@ -238,11 +281,13 @@ v1::ClusterStatus ServeNode::status() {
   if (s.ranks_size() > 0 && s.state() == v1::SERVING_STATE_LOADING) {
     s.mutable_ranks(0)->set_health(v1::RANK_HEALTH_LOADING);
   }
-  if (ready_.load(std::memory_order_acquire)) {
+  s.set_requests_total(earlier_requests_);
+  s.set_tokens_generated_total(earlier_tokens_);
+  if (scheduler_) {
     const engine::SchedulerStats stats = scheduler_->stats();
     s.set_active_requests(stats.active);
-    s.set_requests_total(stats.requests_total);
-    s.set_tokens_generated_total(stats.tokens_generated_total);
+    s.set_requests_total(earlier_requests_ + stats.requests_total);
+    s.set_tokens_generated_total(earlier_tokens_ + stats.tokens_generated_total);
   }
   s.set_max_sequences(options_.engine.max_sequences);
   s.set_uptime_seconds(std::chrono::duration<double>(Clock::now() - started_).count());
@@ -258,7 +303,8 @@ v1::DrainResponse ServeNode::drain(engine::SchedulerClock::time_point until) {
   }
   if (can_drain) set_state(v1::SERVING_STATE_DRAINING);
   v1::DrainResponse out;
-  if (ready_.load(std::memory_order_acquire)) {
+  std::shared_lock<std::shared_mutex> engine_lock(engine_mu_);
+  if (scheduler_) {
     scheduler_->stop_accepting();
     scheduler_->wait_idle(until);
     out.set_remaining_requests(scheduler_->stats().active);

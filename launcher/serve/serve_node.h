@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -64,8 +65,14 @@ class ServeNode final : public ServeBackend {
   // stops the scheduler. After a failure, ends everything at once.
   void stop(const StopCause& cause);
   // Destroys the scheduler and the engine, which lets the workers' engines
-  // return from run_worker(). Only once the API server is down.
+  // return from run_worker(). The API may stay up: its calls meanwhile get
+  // UNAVAILABLE.
   void close_engine();
+  // After a rank was lost and the engine closed: back to LOADING for the
+  // cluster that `tandem serve` joins anew. GetStatus counts the restart and
+  // keeps the failure that caused it.
+  void begin_restart();
+  bool shutdown_requested() const;
 
   // ServeBackend.
   absl::StatusOr<std::shared_ptr<engine::RequestStream>> generate(
@@ -90,18 +97,25 @@ class ServeNode final : public ServeBackend {
   std::function<void(bool)> on_serving_;
   const Clock::time_point started_;
 
+  // The gRPC threads use engine_, runner_ and scheduler_ under a shared lock;
+  // load() and close_engine() swap them under the exclusive one. All three
+  // are null while no model is loaded.
+  mutable std::shared_mutex engine_mu_;
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::ModelRunner> runner_;
   std::unique_ptr<engine::Scheduler> scheduler_;
   std::string model_name_;
-  // Set once engine_, runner_ and scheduler_ exist; the gRPC threads read them only after.
-  std::atomic<bool> ready_{false};
+  // Counters of the engines closed before this one (restarts).
+  uint64_t earlier_requests_ = 0;  // guarded by engine_mu_
+  uint64_t earlier_tokens_ = 0;    // guarded by engine_mu_
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   v1::ServingState state_ = v1::SERVING_STATE_LOADING;
   std::optional<double> shutdown_requested_;  // its drain timeout
   absl::Status failure_;
+  int restarts_ = 0;           // guarded by mu_
+  absl::Status last_failure_;  // the cause of the latest restart; guarded by mu_
   std::mt19937_64 seeds_;
 };
 

@@ -173,6 +173,36 @@ TEST(BootstrapStore, ThreadsAsRanks) {
   for (int r = 0; r < 3; ++r) EXPECT_EQ(results[r], "") << "rank " << r;
 }
 
+// A rank that restarts finds the cluster it left still up (rank 0 has not
+// noticed yet): the store tells it to wait, and it joins the next cluster
+// that rank 0 starts on the same address.
+TEST(BootstrapStore, ARestartedRankWaitsForTheNextCluster) {
+  const uint16_t port = testing::free_port();
+  std::unique_ptr<Bootstrap> zero, one;
+  {
+    std::thread t([&] { one = *Bootstrap::create(local_config(1, 2, port)); });
+    auto b = Bootstrap::create(local_config(0, 2, port));
+    t.join();
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_NE(one, nullptr);
+    zero = std::move(*b);
+  }
+  one.reset();  // rank 1 dies
+  absl::StatusOr<std::unique_ptr<Bootstrap>> again = absl::UnknownError("not run");
+  std::thread restarted([&] { again = Bootstrap::create(local_config(1, 2, port)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  zero.reset();  // rank 0 notices, and starts a new cluster
+  auto next = Bootstrap::create(local_config(0, 2, port));
+  restarted.join();
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_TRUE(again.ok()) << again.status();
+  absl::Status one_met;
+  std::thread meet([&] { one_met = (*again)->barrier((*again)->default_deadline()); });
+  EXPECT_TRUE((*next)->barrier((*next)->default_deadline()).ok());
+  meet.join();
+  EXPECT_TRUE(one_met.ok()) << one_met;
+}
+
 TEST(BootstrapStore, StrangersAreDropped) {
   uint16_t port = testing::free_port();
   std::thread stranger([port] {

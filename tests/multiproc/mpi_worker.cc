@@ -1,8 +1,8 @@
 // One rank of the MPI backend's multi-process test (multiproc_mpi_test.cc),
 // started by mpirun (or alone, as an MPI singleton). Runs a scenario and
 // prints "RESULT rank <r> <CODE> <message>" as its last line; exits 0 only on
-// OK. Scenarios: "all" (collectives, then point to point, ending with
-// abort()), "singleton" (the same on one rank, not launched by mpirun).
+// OK. Scenarios: "all" (collectives, decode-sized steps that must allocate
+// nothing, then point to point, ending with abort()), "singleton" (the same on one rank, not launched by mpirun).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "transport/collectives/reduce.h"
 #include "transport/mpi/mpi_communicator.h"
+#include "tests/support/allocation_counter.h"
 
 namespace tandem::transport {
 namespace {
@@ -242,6 +243,26 @@ absl::Status collectives(Communicator& comm) {
   return absl::OkStatus();
 }
 
+// What the decode path does per layer (an all_reduce of a hidden state) and
+// per pipeline hop (a tagged exchange), repeated after a warm-up: none of it
+// may allocate.
+absl::Status no_alloc(Communicator& comm) {
+  std::vector<float> hidden(2048, 1.0f), hop(1024, 1.0f);
+  const int next = (comm.rank() + 1) % comm.size();
+  const int prev = (comm.rank() + comm.size() - 1) % comm.size();
+  auto step = [&]() -> absl::Status {
+    TANDEM_RETURN_IF_ERROR(comm.all_reduce(hidden.data(), hidden.size(), DataType::kF32,
+                                           ReduceOp::kSum, deadline_in(milliseconds(5000))));
+    std::fill(hidden.begin(), hidden.end(), 1.0f);
+    TANDEM_ASSIGN_OR_RETURN(auto r, comm.irecv(hop.data(), 4096, prev, 21));
+    TANDEM_ASSIGN_OR_RETURN(auto s, comm.isend(hidden.data(), 4096, next, 21));
+    TANDEM_RETURN_IF_ERROR(r->wait(deadline_in(milliseconds(5000))));
+    return s->wait(deadline_in(milliseconds(5000)));
+  };
+  return tandem::testing::expect_steps_allocate_nothing(step, 20, 200,
+                                                       absl::StrCat("rank ", comm.rank()));
+}
+
 absl::Status run(const std::string& scenario, int& rank) {
   if (scenario != "all" && scenario != "singleton") {
     return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", scenario, "'"));
@@ -259,6 +280,7 @@ absl::Status run(const std::string& scenario, int& rank) {
   TANDEM_RETURN_IF_ERROR(second->barrier(deadline_in(milliseconds(10000))));
   second.reset();
   TANDEM_RETURN_IF_ERROR(collectives(*comm));
+  TANDEM_RETURN_IF_ERROR(no_alloc(*comm));
   return p2p(*comm);
 }
 

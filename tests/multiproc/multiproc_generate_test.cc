@@ -110,6 +110,16 @@ TEST(MultiprocGenerate, PipelineUnderMpirun) {
   expect_single_rank_answer(generate("--pp 2", kModel, kMpirun + " -np 2", kMpiEnv));
 }
 
+// MPI does not say which transport it picked, so RDMA cannot be checked:
+// refused with the way out, on every rank, and nothing hangs.
+TEST(MultiprocGenerate, RequiringRdmaUnderMpirunSaysHowToCheckIt) {
+  const Output got = generate("--tp 2 --require-link rdma", kModel, kMpirun + " -np 2", kMpiEnv);
+  EXPECT_NE(got.run.code, 0);
+  EXPECT_NE(got.run.err.find("runs over MPI, which does not say which transport"),
+            std::string::npos)
+      << got.run.err;
+}
+
 // Q8_0: the prompt's logits (before any sampled token could differ) within
 // one 8-bit quantization step of the single-rank run.
 TEST(MultiprocGenerate, QuantizedTensorParallel) {

@@ -14,6 +14,7 @@
 #include <future>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -128,6 +129,19 @@ class Server {
     }
     out.status = reader->Finish();
     return out;
+  }
+
+  // Polls GetStatus until the cluster has restarted `restarts` times and
+  // serves again, or `timeout` passes; the last status either way.
+  v1::ClusterStatus wait_serving_after_restarts(int restarts, milliseconds timeout) {
+    v1::ClusterStatus s;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    do {
+      std::this_thread::sleep_for(milliseconds(50));
+      s = status();
+    } while (!(s.restarts() == restarts && s.state() == v1::SERVING_STATE_SERVING) &&
+             std::chrono::steady_clock::now() < deadline);
+    return s;
   }
 
   grpc::Status call_shutdown() {
@@ -392,7 +406,7 @@ TEST(Serve, TwoLocalRanksStartAndSigtermStopsEveryRank) {
 
 TEST(Serve, LosingAWorkerStopsRankZeroWithTheCause) {
   ProcessGroup group(testing::make_temp_dir());
-  Server server(group, {"--local-ranks", "2"});
+  Server server(group, {"--local-ranks", "2", "--max-restarts", "0"});
   ASSERT_TRUE(server.connect()) << group.describe();
   ASSERT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(30000)))
       << group.describe();
@@ -403,6 +417,87 @@ TEST(Serve, LosingAWorkerStopsRankZeroWithTheCause) {
   EXPECT_FALSE(group.exited_ok(server.index()));
   EXPECT_NE(group.err(server.index()).find("rank 1 was killed by signal 9"), std::string::npos)
       << group.describe();
+}
+
+// By default rank 0 outlives a lost worker: it starts the cluster anew and
+// serves the same answers, and GetStatus says what happened.
+TEST(Serve, ALostWorkerIsReplacedAndServingResumes) {
+  ProcessGroup group(testing::make_temp_dir());
+  Server server(group, {"--local-ranks", "2", "--tp", "2"});
+  ASSERT_TRUE(server.connect()) << group.describe();
+  ASSERT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(30000)))
+      << group.describe();
+  const Streamed before = server.generate(greedy(kPrompt, 8));
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message() << group.describe();
+  const pid_t worker = server.status().ranks(1).pid();
+  ASSERT_GT(worker, 0);
+  ::kill(worker, SIGKILL);
+
+  const v1::ClusterStatus status = server.wait_serving_after_restarts(1, milliseconds(30000));
+  ASSERT_EQ(status.restarts(), 1) << group.describe();
+  ASSERT_EQ(status.state(), v1::SERVING_STATE_SERVING) << group.describe();
+  EXPECT_NE(status.last_failure().find("rank 1 was killed by signal 9"), std::string::npos)
+      << status.last_failure();
+  ASSERT_EQ(status.ranks_size(), 2);
+  EXPECT_NE(status.ranks(1).pid(), worker);
+  EXPECT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(5000)));
+
+  const Streamed after = server.generate(greedy(kPrompt, 8));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message() << group.describe();
+  EXPECT_EQ(after.ids, before.ids);
+  // Counted across restarts (a request is counted once its slot is retired,
+  // just after its stream ends).
+  uint64_t total = 0;
+  for (int i = 0; i < 100 && total < 2; ++i) {
+    total = server.status().requests_total();
+    if (total < 2) std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_EQ(total, 2u);
+
+  ::kill(server.pid(), SIGTERM);
+  ASSERT_TRUE(group.wait_all(milliseconds(20000))) << group.describe();
+  EXPECT_TRUE(group.exited_ok(server.index())) << group.describe();
+  EXPECT_NE(group.err(server.index()).find("restarting the cluster"), std::string::npos)
+      << group.describe();
+}
+
+// Ranks started one per process, as systemd or Kubernetes start them: a
+// worker that dies is started again by its supervisor (here a shell loop),
+// and rank 0 waits for it to rejoin and serves again.
+TEST(Serve, ARemoteWorkerThatItsSupervisorRestartsRejoins) {
+  ProcessGroup group(testing::make_temp_dir());
+  const std::string master = "127.0.0.1:" + std::to_string(testing::free_port());
+  const std::map<std::string, std::string> env = {{"TANDEM_CLUSTER_TOKEN", "rejoin-test"}};
+  Server server(group,
+                {"--tp", "2", "--rank", "0", "--world-size", "2", "--master", master,
+                 "--heartbeat-timeout", "3"},
+                env);
+  const std::string worker = std::string("'") + TANDEM_BINARY + "' serve --model " + kModel +
+                             " --threads 1 --tp 2 --rank 1 --world-size 2 --master " + master;
+  // Restarts the worker until it exits 0, as systemd's Restart=on-failure
+  // does. A worker that starts before rank 0 has noticed the loss finds the
+  // old cluster, fails, and is started again.
+  const int supervisor = group.spawn(
+      {"/bin/sh", "-c", "until " + worker + "; do sleep 0.5; done"}, env, "supervisor");
+  ASSERT_TRUE(server.connect()) << group.describe();
+  ASSERT_TRUE(server.wait_health(HealthCheckResponse::SERVING, milliseconds(30000)))
+      << group.describe();
+  const pid_t first = server.status().ranks(1).pid();
+  ASSERT_GT(first, 0);
+  ::kill(first, SIGKILL);
+
+  const v1::ClusterStatus status = server.wait_serving_after_restarts(1, milliseconds(30000));
+  ASSERT_EQ(status.state(), v1::SERVING_STATE_SERVING) << group.describe();
+  EXPECT_EQ(status.layout().launch(), "env");
+  ASSERT_EQ(status.ranks_size(), 2);
+  EXPECT_NE(status.ranks(1).pid(), first);
+  const Streamed after = server.generate(greedy(kPrompt, 4));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message() << group.describe();
+
+  ::kill(server.pid(), SIGTERM);
+  ASSERT_TRUE(group.wait_all(milliseconds(20000))) << group.describe();
+  EXPECT_TRUE(group.exited_ok(server.index())) << group.describe();
+  EXPECT_TRUE(group.exited_ok(supervisor)) << group.describe();
 }
 
 TEST(Serve, SigkillOfRankZeroLeavesNoWorker) {

@@ -55,6 +55,26 @@ absl::StatusOr<std::unique_ptr<Bootstrap>> Bootstrap::create(const BootstrapConf
 Bootstrap::~Bootstrap() = default;
 
 absl::Status Bootstrap::connect(BootstrapDeadline deadline) {
+  bool told = false;
+  for (auto backoff = std::chrono::milliseconds(100);;
+       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000))) {
+    bool retry_later = false;
+    absl::Status s = connect_once(deadline, &retry_later);
+    if (!retry_later) return s;
+    channel_.reset();
+    if (!told) {
+      log(absl::StrCat("rank ", config_.rank, ": ", s.message(), "; waiting for it"));
+      told = true;
+    }
+    if (BootstrapClock::now() + backoff >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank ", config_.rank, " found no new cluster to rejoin in time: ", s.message()));
+    }
+    std::this_thread::sleep_for(backoff);
+  }
+}
+
+absl::Status Bootstrap::connect_once(BootstrapDeadline deadline, bool* retry_later) {
   std::string where = absl::StrCat(config_.master_addr, ":", port_);
   // Rank 0 may not be listening yet: retry refused connections until the deadline.
   absl::StatusOr<Fd> fd = absl::UnavailableError("not tried");
@@ -92,6 +112,10 @@ absl::Status Bootstrap::connect(BootstrapDeadline deadline) {
       MsgType::kAuth, wire::Writer().raw(client_nonce).u32(rank).u32(world).raw(proof).data(),
       deadline));
   TANDEM_ASSIGN_OR_RETURN(auto reply, channel_->recv(1024, deadline));
+  if (reply.first == MsgType::kRetryLater) {
+    *retry_later = true;
+    return absl::UnavailableError(absl::StrCat("the store at ", where, " says: ", reply.second));
+  }
   if (reply.first == MsgType::kAuthFail) {
     log(absl::StrCat("rank ", config_.rank, ": the store at ", where,
                      " refused us: ", reply.second));

@@ -4,6 +4,7 @@
 // before they open their own links. Every call has a deadline.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -44,10 +45,18 @@ class Bootstrap {
   // Publishes `value` under `name` and returns every rank's, indexed by rank.
   absl::StatusOr<std::vector<std::string>> all_gather(std::string_view name, std::string_view value,
                                                       BootstrapDeadline deadline);
+  // 0, 1, 2, ...: one number per call on this rank. Every rank that makes its
+  // communicators over this bootstrap in the same order gets the same number
+  // for each, whatever this process did over earlier bootstraps.
+  int next_sequence() { return next_sequence_++; }
 
  private:
   Bootstrap() = default;
+  // Connects and authenticates, retrying until `deadline` while rank 0 is not
+  // listening yet or tells this (restarted) rank to wait for its next cluster.
   absl::Status connect(BootstrapDeadline deadline);
+  // One attempt; UNAVAILABLE with `*retry_later` set when told to wait.
+  absl::Status connect_once(BootstrapDeadline deadline, bool* retry_later);
   absl::Status wait_named(std::string_view name, BootstrapDeadline deadline);
   absl::StatusOr<std::pair<wire::MsgType, std::string>> call(wire::MsgType type,
                                                              std::string_view payload,
@@ -59,6 +68,7 @@ class Bootstrap {
   std::unique_ptr<Channel> channel_;
   std::mutex mu_;  // one request in flight on the channel
   uint64_t n_barriers_ = 0;
+  std::atomic<int> next_sequence_{0};
 };
 
 }  // namespace tandem::transport

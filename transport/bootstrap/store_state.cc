@@ -55,12 +55,23 @@ absl::Status State::handle_auth(Conn& c, std::string_view payload) {
   if (connected_ranks.count(static_cast<int>(rank))) {
     return refuse(absl::StrCat("rank ", rank, " is already connected"));
   }
+  if (joined_ranks.count(static_cast<int>(rank))) {
+    // A restarted rank: this cluster lost it and will not take it back. Rank
+    // 0 starts a new one once it notices; the rank waits for that.
+    log(absl::StrCat("rank ", rank, " (", c.peer, ") rejoins a cluster it left: told to wait"));
+    queue(c, MsgType::kRetryLater,
+          absl::StrCat("rank ", rank, " left this cluster; rank 0 starts a new one once it "
+                       "notices the loss"));
+    c.closing = true;
+    return absl::OkStatus();
+  }
   wire::Mac proof = wire::server_proof(token, c.server_nonce, client);
   queue(c, MsgType::kAuthOk, wire::as_view(proof));
   c.authed = true;
   c.key = wire::session_key(token, c.server_nonce, client);
   c.rank = static_cast<int>(rank);
   connected_ranks.insert(c.rank);
+  joined_ranks.insert(c.rank);
   return absl::OkStatus();
 }
 

@@ -61,6 +61,7 @@ struct State {
   std::map<std::string, std::set<int>> barriers;
   std::map<std::string, std::string> failed_barriers;  // name -> timeout message
   std::set<int> connected_ranks;
+  std::set<int> joined_ranks;  // every rank that ever authenticated
 
   // Appends a frame (MACed once the connection is authenticated) to c.out.
   void queue(Conn& c, wire::MsgType type, std::string_view payload);

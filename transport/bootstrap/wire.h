@@ -38,8 +38,12 @@ enum class MsgType : uint8_t {
   kValue = 9,     // value
   kTimeout = 10,  // message string
   kError = 11,    // message string
+  // server -> client, instead of kAuthOk: reason string. This rank left the
+  // cluster that the store serves (it restarted); it may connect again to the
+  // cluster rank 0 starts next, on the same address.
+  kRetryLater = 12,
 };
-inline constexpr uint8_t kMaxMsgType = 11;
+inline constexpr uint8_t kMaxMsgType = 12;
 
 struct FrameHeader {
   MsgType type;

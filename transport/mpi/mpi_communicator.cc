@@ -6,15 +6,13 @@
 #include <atomic>
 #include <climits>
 #include <cstdlib>
-#include <deque>
 #include <mutex>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "transport/mpi/mpi_handles.h"
+#include "transport/request_pool.h"
 
 namespace tandem::transport {
 namespace {
@@ -27,8 +25,12 @@ constexpr auto kRecvCancelGrace = std::chrono::seconds(2);
 constexpr auto kSendCancelGrace = std::chrono::milliseconds(100);
 // More duplicates than this (a very small MPI_TAG_UB) is refused.
 constexpr int kMaxComms = 1024;
+// Operations whose memory is kept for reuse: a warm send or receive
+// allocates nothing (more at once than this still works, and allocates).
+constexpr size_t kPooledOps = 64;
 
-// One send or receive, owned by its MpiRequest.
+// One send or receive, owned by its MpiRequest; recycled through the
+// communicator's free list.
 struct OpState {
   MPI_Request req = MPI_REQUEST_NULL;  // non-null while MPI holds the operation
   int peer = 0;
@@ -42,6 +44,9 @@ struct OpState {
   bool matched = false;
   int64_t actual = -1;        // the matched message's size when it differs
   std::vector<char> scratch;  // where such a message is drained to
+  // The communicator's list of ops not yet released.
+  OpState* live_prev = nullptr;
+  OpState* live_next = nullptr;
 };
 
 class MpiCommunicator final : public Communicator {
@@ -71,6 +76,11 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_for(uint32_t tag) const { return comms_[tag >> tag_bits_].get(); }
   int mpi_tag(uint32_t tag) const { return static_cast<int>(tag & tag_mask_); }
   absl::StatusOr<std::unique_ptr<Request>> start(OpState* op, int rc, const char* call);
+  // With mu_ held: a cleared OpState, from the free list when it has one.
+  OpState* new_op_locked();
+  void recycle_locked(OpState* op);
+  void link_live_locked(OpState* op);
+  void unlink_live_locked(OpState* op);
   // With mu_ held: completes `op` if it can; returns whether it is done.
   bool poll_locked(OpState& op);
   absl::Status completion_status(OpState& op, int rc);
@@ -85,14 +95,16 @@ class MpiCommunicator final : public Communicator {
   int tag_bits_ = 31;
   uint32_t tag_mask_ = 0;
   std::vector<mpi::Comm> comms_;
-  std::unordered_set<OpState*> live_;  // ops not yet released
-  // Unmatched receives per (peer, 32-bit tag), in posting order.
-  std::unordered_map<uint64_t, std::deque<OpState*>> pending_;
+  OpState* live_ = nullptr;         // ops not yet released (a list through live_next)
+  std::vector<OpState*> free_ops_;  // released ops, for reuse
+  // Unmatched receives, in posting order (few at a time: a linear scan per
+  // (peer, 32-bit tag) key keeps each key's order).
+  std::vector<OpState*> pending_;
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
 };
 
-class MpiRequest final : public Request {
+class MpiRequest final : public Request, public PooledRequestMemory<MpiRequest, kPooledOps> {
  public:
   MpiRequest(MpiCommunicator* comm, OpState* op) : comm_(comm), op_(op) {}
   ~MpiRequest() override { comm_->release(op_); }
@@ -128,12 +140,13 @@ absl::Status MpiCommunicator::completion_status(OpState& op, int rc) {
 }
 
 void MpiCommunicator::match_locked(uint64_t key) {
-  auto it = pending_.find(key);
-  if (it == pending_.end()) return;
-  std::deque<OpState*>& queue = it->second;
   const uint32_t tag = static_cast<uint32_t>(key);
-  while (!queue.empty()) {
-    OpState& op = *queue.front();
+  for (size_t i = 0; i < pending_.size();) {
+    OpState& op = *pending_[i];
+    if (op.key != key) {
+      ++i;
+      continue;
+    }
     int flag = 0;
     MPI_Message message = MPI_MESSAGE_NULL;
     MPI_Status st{};
@@ -142,7 +155,7 @@ void MpiCommunicator::match_locked(uint64_t key) {
       op.done = true;
       op.status = mpi::mpi_error(absl::StrCat("MPI_Improbe for rank ", op.peer), rc);
     } else if (!flag) {
-      break;
+      return;  // this key's later receives wait behind this one
     } else {
       int count = MPI_UNDEFINED;
       MPI_Get_count(&st, MPI_BYTE, &count);
@@ -162,17 +175,46 @@ void MpiCommunicator::match_locked(uint64_t key) {
         op.status = mpi::mpi_error(absl::StrCat("MPI_Imrecv from rank ", op.peer), rc);
       }
     }
-    queue.pop_front();
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
   }
-  if (queue.empty()) pending_.erase(it);
 }
 
 void MpiCommunicator::unqueue_locked(OpState& op) {
   if (!op.is_recv || op.matched) return;
-  auto it = pending_.find(op.key);
-  if (it == pending_.end()) return;
-  std::erase(it->second, &op);
-  if (it->second.empty()) pending_.erase(it);
+  std::erase(pending_, &op);
+}
+
+OpState* MpiCommunicator::new_op_locked() {
+  if (free_ops_.empty()) return new OpState;
+  OpState* op = free_ops_.back();
+  free_ops_.pop_back();
+  return op;
+}
+
+void MpiCommunicator::recycle_locked(OpState* op) {
+  std::vector<char> scratch = std::move(op->scratch);
+  scratch.clear();  // keeps its capacity for the next short message
+  *op = OpState{};
+  op->scratch = std::move(scratch);
+  if (free_ops_.size() < free_ops_.capacity()) {
+    free_ops_.push_back(op);
+  } else {
+    delete op;
+  }
+}
+
+void MpiCommunicator::link_live_locked(OpState* op) {
+  op->live_prev = nullptr;
+  op->live_next = live_;
+  if (live_ != nullptr) live_->live_prev = op;
+  live_ = op;
+}
+
+void MpiCommunicator::unlink_live_locked(OpState* op) {
+  if (op->live_prev != nullptr) op->live_prev->live_next = op->live_next;
+  if (op->live_next != nullptr) op->live_next->live_prev = op->live_prev;
+  if (live_ == op) live_ = op->live_next;
+  op->live_prev = op->live_next = nullptr;
 }
 
 bool MpiCommunicator::poll_locked(OpState& op) {
@@ -202,10 +244,10 @@ absl::StatusOr<std::unique_ptr<Request>> MpiCommunicator::start(OpState* op, int
                                                                 const char* call) {
   if (rc != MPI_SUCCESS) {
     absl::Status s = mpi::mpi_error(absl::StrCat(call, " with rank ", op->peer), rc);
-    delete op;
+    recycle_locked(op);
     return s;
   }
-  live_.insert(op);
+  link_live_locked(op);
   return std::make_unique<MpiRequest>(this, op);
 }
 
@@ -214,7 +256,9 @@ absl::StatusOr<std::unique_ptr<Request>> MpiCommunicator::isend(const void* data
   TANDEM_RETURN_IF_ERROR(check(peer, bytes));
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
-  auto* op = new OpState{.peer = peer, .is_recv = false, .bytes = bytes};
+  OpState* op = new_op_locked();
+  op->peer = peer;
+  op->bytes = bytes;
   int rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, mpi_tag(tag), comm_for(tag),
                      &op->req);
   return start(op, rc, "MPI_Isend");
@@ -231,10 +275,14 @@ absl::StatusOr<std::unique_ptr<Request>> MpiCommunicator::irecv(void* data, size
   // size is drained aside and reported as INVALID_ARGUMENT. Posting the
   // exact count instead and relying on MPI_ERR_TRUNCATE corrupts memory in
   // Open MPI 4.1.4 (ob1's RDMA-get path copies the whole message).
-  auto* op = new OpState{.peer = peer, .is_recv = true, .bytes = bytes, .data = data};
+  OpState* op = new_op_locked();
+  op->peer = peer;
+  op->is_recv = true;
+  op->bytes = bytes;
+  op->data = data;
   op->key = (static_cast<uint64_t>(static_cast<uint32_t>(peer)) << 32) | tag;
-  pending_[op->key].push_back(op);
-  live_.insert(op);
+  pending_.push_back(op);
+  link_live_locked(op);
   match_locked(op->key);
   return std::make_unique<MpiRequest>(this, op);
 }
@@ -262,7 +310,7 @@ bool MpiCommunicator::test(OpState& op) {
 
 void MpiCommunicator::release(OpState* op) {
   std::unique_lock<std::mutex> lock(mu_);
-  live_.erase(op);
+  unlink_live_locked(op);
   unqueue_locked(*op);
   if (op->req != MPI_REQUEST_NULL) {
     // Still in flight (or failed by abort() while MPI held it). A matched
@@ -288,7 +336,7 @@ void MpiCommunicator::release(OpState* op) {
       if (op->is_recv) return;
     }
   }
-  delete op;
+  recycle_locked(op);
 }
 
 void MpiCommunicator::abort(const absl::Status& reason) {
@@ -297,7 +345,7 @@ void MpiCommunicator::abort(const absl::Status& reason) {
   // Never MPI_Abort: that would kill every rank of the job.
   abort_status_ = absl::AbortedError(absl::StrCat("communicator aborted: ", reason.ToString()));
   aborted_ = true;
-  for (OpState* op : live_) {
+  for (OpState* op = live_; op != nullptr; op = op->live_next) {
     if (op->done) continue;
     op->done = true;
     op->status = abort_status_;
@@ -310,12 +358,13 @@ MpiCommunicator::~MpiCommunicator() {
   // Requests must not outlive their communicator; if some did, hand their
   // MPI requests over so MPI can free them, but they are the caller's bug.
   std::lock_guard<std::mutex> lock(mu_);
-  for (OpState* op : live_) {
+  for (OpState* op = live_; op != nullptr; op = op->live_next) {
     if (op->req == MPI_REQUEST_NULL) continue;
     if (!op->is_recv) MPI_Cancel(&op->req);
     MPI_Request_free(&op->req);
   }
   pending_.clear();
+  for (OpState* op : free_ops_) delete op;
   comms_.clear();  // MPI_Comm_free, under the lock like every MPI call
 }
 
@@ -340,6 +389,8 @@ absl::Status MpiCommunicator::init() {
                                                       ": 32-bit tags would need ", n_comms,
                                                       " communicators (at most ", kMaxComms, ")"));
   }
+  free_ops_.reserve(kPooledOps);
+  pending_.reserve(kPooledOps);
   comms_.reserve(n_comms);
   for (int i = 0; i < n_comms; ++i) {
     MPI_Comm dup = MPI_COMM_NULL;

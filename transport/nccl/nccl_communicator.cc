@@ -298,9 +298,9 @@ absl::Status NcclCommunicator::init(Bootstrap& bootstrap, const NcclOptions& opt
   if (e != cudaSuccess) return nccl::cuda_error("cudaMalloc", e);
   barrier_word_ = nccl::DeviceBuffer(word);
 
-  // Every communicator made over one bootstrap gets its own key.
-  static std::atomic<int> generation{0};
-  std::string key = absl::StrCat("tandem/nccl/", generation++, "/id");
+  // Every communicator made over one bootstrap gets its own key (counted per
+  // bootstrap, as the UCX backend's are).
+  std::string key = absl::StrCat("tandem/nccl/", bootstrap.next_sequence(), "/id");
   ncclUniqueId id{};
   if (rank_ == 0) {
     ncclResult_t r = ncclGetUniqueId(&id);

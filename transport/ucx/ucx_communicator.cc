@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "transport/request_pool.h"
+#include "transport/ucx/peer_memory.h"
 #include "transport/ucx/ucx_handles.h"
 #include "transport/ucx/ucx_transports.h"
 
@@ -33,9 +35,17 @@ constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 // Ops (and request handles) made ready at start-up: more than a decode step
 // or a pipelined collective keeps in flight, so they never reach the heap.
 constexpr size_t kPooledOps = 64;
+// UCX tags with this bit belong to the backend itself (the direct
+// all_reduce's messages); no user or collective tag reaches it. Bits 48..55
+// then hold the sub-communicator (0 for the root, group_id + 1 for a split),
+// bits 32..47 the source rank, bits 0..31 the protocol's tag.
+constexpr uint64_t kPrivateTagBit = uint64_t{1} << 62;
 
 uint64_t make_tag(int source, uint32_t tag) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(source)) << 32) | tag;
+}
+uint64_t private_tag(int source, uint32_t group, uint64_t tag) {
+  return make_tag(source, static_cast<uint32_t>(tag)) | kPrivateTagBit | (uint64_t{group} << 48);
 }
 
 void log_line(const std::string& line) { std::fprintf(stderr, "tandem/ucx: %s\n", line.c_str()); }
@@ -110,7 +120,19 @@ class UcxCommunicator final : public Communicator {
                                                  uint32_t tag) override;
   absl::StatusOr<std::unique_ptr<Request>> irecv(void* data, size_t bytes, int peer,
                                                  uint32_t tag) override;
+  absl::Status all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                          Deadline deadline) override;
+  absl::StatusOr<std::unique_ptr<Communicator>> split(std::span<const int> ranks,
+                                                      uint32_t group_id) override;
   void abort(const absl::Status& reason) override;
+
+  // isend/irecv with the whole 64-bit UCX tag.
+  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes, int peer,
+                                                     uint64_t ucx_tag);
+  // The abort status once abort() was called; OK before.
+  absl::Status stopped();
 
   absl::Status wait(OpState& op, Deadline deadline);
   bool test(OpState& op);
@@ -133,6 +155,9 @@ class UcxCommunicator final : public Communicator {
 
  private:
   absl::StatusOr<std::unique_ptr<Request>> start(OpState* op, ucs_status_ptr_t r);
+  // Whether the direct all_reduce may run with `peer`: UCX_TLS lets UCX use
+  // cma (see init()).
+  bool direct_allowed(int peer) const;
   absl::Status final_status(OpState& op, ucs_status_t status);
   void on_complete(OpState* op, void* request, ucs_status_t status);
   void on_peer_error(int peer, ucs_status_t status);
@@ -164,46 +189,41 @@ class UcxCommunicator final : public Communicator {
   std::atomic<bool> aborted_{false};
   absl::Status abort_status_;
   bool closing_ = false;
+  bool direct_option_ = false;    // UcxOptions::direct_peer_memory
+  bool cma_in_context_ = false;  // UCX_TLS lets UCX use cma
+  bool log_transports_ = false;
+  // Set when this 2-rank world's large all_reduces go through the peer's
+  // memory, with the channel of its messages.
+  std::unique_ptr<ucx::DirectAllReduce> direct_;
+  std::unique_ptr<ucx::DirectChannel> direct_channel_;
 };
 
-// Freed UcxRequest blocks, reused by the next request: the Communicator API
-// hands out unique_ptr<Request>, and this keeps that from costing a heap
-// allocation per send or receive. Never destroyed, so a request that dies
-// during static destruction still has somewhere to go.
-struct RequestBlocks {
-  std::mutex mu;
-  std::vector<void*> free;
-};
-RequestBlocks& request_blocks() {
-  static auto* blocks = [] {
-    auto* b = new RequestBlocks;
-    b->free.reserve(kPooledOps);
-    return b;
-  }();
-  return *blocks;
-}
+// The direct all_reduce's messages with one peer, under private tags of one
+// sub-communicator.
+class UcxDirectChannel final : public ucx::DirectChannel {
+ public:
+  UcxDirectChannel(UcxCommunicator& comm, int peer, uint32_t group)
+      : comm_(comm), peer_(peer), group_(group) {}
+  absl::StatusOr<std::unique_ptr<Request>> post_send(const void* data, size_t bytes,
+                                                     uint64_t tag) override {
+    return comm_.post_send(data, bytes, peer_, private_tag(comm_.rank(), group_, tag));
+  }
+  absl::StatusOr<std::unique_ptr<Request>> post_recv(void* data, size_t bytes,
+                                                     uint64_t tag) override {
+    return comm_.post_recv(data, bytes, peer_, private_tag(peer_, group_, tag));
+  }
+  absl::Status stopped() override { return comm_.stopped(); }
 
-class UcxRequest final : public Request {
+ private:
+  UcxCommunicator& comm_;
+  const int peer_;
+  const uint32_t group_;
+};
+
+class UcxRequest final : public Request,
+                         public PooledRequestMemory<UcxRequest, kPooledOps> {
  public:
   UcxRequest(UcxCommunicator* comm, OpState* op) : comm_(comm), op_(op) {}
-  static void* operator new(size_t size) {
-    RequestBlocks& blocks = request_blocks();
-    {
-      std::lock_guard<std::mutex> lock(blocks.mu);
-      if (!blocks.free.empty() && size == sizeof(UcxRequest)) {
-        void* block = blocks.free.back();
-        blocks.free.pop_back();
-        return block;
-      }
-    }
-    return ::operator new(size);
-  }
-  static void operator delete(void* block, size_t size) {
-    if (size != sizeof(UcxRequest)) return ::operator delete(block);
-    RequestBlocks& blocks = request_blocks();
-    std::lock_guard<std::mutex> lock(blocks.mu);
-    blocks.free.push_back(block);
-  }
   ~UcxRequest() override { comm_->release(op_); }
   absl::Status wait(Deadline deadline) override { return comm_->wait(*op_, deadline); }
   bool test() override { return comm_->test(*op_); }
@@ -300,6 +320,16 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::start(OpState* op, ucs
 
 absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data, size_t bytes,
                                                                 int peer, uint32_t tag) {
+  return post_send(data, bytes, peer, make_tag(rank_, tag));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size_t bytes, int peer,
+                                                                uint32_t tag) {
+  return post_recv(data, bytes, peer, make_tag(peer, tag));
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::post_send(const void* data, size_t bytes,
+                                                                    int peer, uint64_t ucx_tag) {
   TANDEM_RETURN_IF_ERROR(check_peer(peer));
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
@@ -311,11 +341,11 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::isend(const void* data
   p.cb.send = &UcxCommunicator::send_cb;
   p.user_data = op;
   p.datatype = ucp_dt_make_contig(1);
-  return start(op, ucp_tag_send_nbx(eps_[peer], data, bytes, make_tag(rank_, tag), &p));
+  return start(op, ucp_tag_send_nbx(eps_[peer], data, bytes, ucx_tag, &p));
 }
 
-absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size_t bytes, int peer,
-                                                                uint32_t tag) {
+absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::post_recv(void* data, size_t bytes,
+                                                                    int peer, uint64_t ucx_tag) {
   TANDEM_RETURN_IF_ERROR(check_peer(peer));
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_) return abort_status_;
@@ -330,8 +360,41 @@ absl::StatusOr<std::unique_ptr<Request>> UcxCommunicator::irecv(void* data, size
   p.cb.recv = &UcxCommunicator::recv_cb;
   p.user_data = op;
   p.datatype = ucp_dt_make_contig(1);
-  return start(op,
-               ucp_tag_recv_nbx(worker_.get(), data, bytes, make_tag(peer, tag), ~uint64_t{0}, &p));
+  return start(op, ucp_tag_recv_nbx(worker_.get(), data, bytes, ucx_tag, ~uint64_t{0}, &p));
+}
+
+absl::Status UcxCommunicator::stopped() {
+  if (!aborted_) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu_);
+  return abort_status_;
+}
+
+bool UcxCommunicator::direct_allowed(int peer) const {
+  return direct_option_ && (cma_in_context_ || paths_[peer].find("cma/") != std::string::npos);
+}
+
+absl::Status UcxCommunicator::all_reduce(void* data, size_t count, DataType type, ReduceOp op,
+                                         Deadline deadline) {
+  if (direct_ == nullptr || !ucx::DirectAllReduce::eligible(data, count, type, op)) {
+    return Communicator::all_reduce(data, count, type, op, deadline);
+  }
+  return direct_->run(rank_, data, count, type, deadline, *direct_channel_);
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> UcxCommunicator::split(std::span<const int> ranks,
+                                                                     uint32_t group_id) {
+  TANDEM_ASSIGN_OR_RETURN(auto inner, Communicator::split(ranks, group_id));
+  // A TP group of 2 (the engine splits even when the group is the whole
+  // world): its large all_reduces may go through the peer's memory too. The
+  // default split checked ranks and group_id (below kMaxGroupId, 127).
+  if (ranks.size() != 2 || !direct_option_) return inner;
+  const int peer = ranks[0] == rank_ ? ranks[1] : ranks[0];
+  return ucx::make_direct_split(std::move(inner),
+                                std::make_unique<UcxDirectChannel>(*this, peer, group_id + 1),
+                                direct_allowed(peer),
+                                log_transports_
+                                    ? absl::StrCat("rank ", rank_, ", group ", group_id)
+                                    : std::string());
 }
 
 void UcxCommunicator::cancel_locked(OpState& op) {
@@ -480,9 +543,10 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   if (st != UCS_OK) return ucx::ucs_error("ucp_worker_get_address", st);
   ucx::WorkerAddress own(worker_.get(), address, address_len);
 
-  // Every communicator made over one bootstrap gets its own keys.
-  static std::atomic<int> generation{0};
-  std::string name = absl::StrCat("tandem/ucx/", generation++, "/address");
+  // Every communicator made over one bootstrap gets its own keys (counted per
+  // bootstrap: a process that joins a second cluster starts again at 0, as
+  // the fresh ranks of that cluster do).
+  std::string name = absl::StrCat("tandem/ucx/", bootstrap.next_sequence(), "/address");
   TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                           bootstrap.all_gather(name, own.bytes(), deadline));
 
@@ -549,12 +613,36 @@ absl::Status UcxCommunicator::init(Bootstrap& bootstrap, const UcxOptions& optio
   TANDEM_RETURN_IF_ERROR(bootstrap.barrier(deadline));
 
   for (int p = 0; p < size_; ++p) paths_.push_back(ucx::endpoint_transports(eps_[p]));
+  // Where UCX_TLS lets UCX use cma: UCX then carries a pair on one host over
+  // shared memory, or it would but for peer failure detection (UCX 1.13 runs
+  // none over shared memory, and takes TCP instead). The direct path detects
+  // a dead peer itself (its pid is gone; its exit word says it failed), so it
+  // keeps shared memory's bandwidth with detection on; its small messages
+  // still go over what UCX picked. A peer on another host fails the attach.
+  direct_option_ = options.direct_peer_memory;
+  log_transports_ = options.log_transports;
+  cma_in_context_ = ucx::context_has_resource(context_.get(), "cma/memory");
+  if (size_ == 2) {
+    const int peer = 1 - rank_;
+    auto direct = std::make_unique<ucx::DirectAllReduce>();
+    auto channel = std::make_unique<UcxDirectChannel>(*this, peer, 0);
+    TANDEM_ASSIGN_OR_RETURN(const bool agreed,
+                            direct->agree(direct_allowed(peer), deadline, *channel));
+    if (agreed) {
+      direct_ = std::move(direct);
+      direct_channel_ = std::move(channel);
+    } else if (!direct->refusal().empty() && options.log_transports) {
+      log_line(absl::StrCat("rank ", rank_, ": no direct all_reduce with rank ", peer, ": ",
+                            direct->refusal()));
+    }
+  }
   if (options.log_transports) {
     int peer = size_ > 1 ? (rank_ + 1) % size_ : rank_;
     log_line(absl::StrCat(
         "rank ", rank_, ": UCX_TLS=", std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "(default)",
         ", peer failure detection ", options.peer_failure_detection ? "on" : "off", ", to rank ",
-        peer, ": ", paths_[peer]));
+        peer, ": ", paths_[peer],
+        direct_ != nullptr ? ", large all_reduce through peer memory (cma)" : ""));
   }
   return absl::OkStatus();
 }

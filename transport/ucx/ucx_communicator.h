@@ -30,6 +30,11 @@ struct UcxOptions {
   std::chrono::milliseconds setup_timeout{60000};
   // One stderr line per rank naming the transports UCX picked.
   bool log_transports = true;
+  // 2 ranks on one host, where UCX_TLS lets UCX use cma, sum all_reduces
+  // above 16 KiB through each other's memory (peer_memory.h), with fewer
+  // copies and no rendezvous handshakes, also when peer failure detection
+  // made UCX take TCP. Off: UCX's tag protocols carry them.
+  bool direct_peer_memory = true;
 };
 
 // Collective over the bootstrap's ranks: every rank must call it.

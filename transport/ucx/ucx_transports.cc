@@ -7,6 +7,25 @@
 
 namespace tandem::transport::ucx {
 
+bool context_has_resource(ucp_context_h context, const std::string& resource) {
+  char* buf = nullptr;
+  size_t len = 0;
+  FILE* f = open_memstream(&buf, &len);
+  if (f == nullptr) return false;
+  ucp_context_print_info(context, f);
+  std::fclose(f);
+  // Resource lines look like "#      resource 5  :  md 4  dev 3  flags -- cma/memory".
+  const std::string dump(buf, len);
+  std::free(buf);
+  std::istringstream in(dump);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("resource") == std::string::npos) continue;
+    const size_t at = line.rfind(' ');
+    if (at != std::string::npos && line.substr(at + 1) == resource) return true;
+  }
+  return false;
+}
+
 std::string endpoint_transports(ucp_ep_h ep) {
   char* buf = nullptr;
   size_t len = 0;

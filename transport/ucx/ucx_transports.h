@@ -12,4 +12,8 @@ namespace tandem::transport::ucx {
 // ucp_ep_print_info(); the raw dump when parsing finds nothing.
 std::string endpoint_transports(ucp_ep_h ep);
 
+// Whether the context may use `resource` ("cma/memory"): whether UCX_TLS
+// lets it, whatever the endpoints then pick. From ucp_context_print_info().
+bool context_has_resource(ucp_context_h context, const std::string& resource);
+
 }  // namespace tandem::transport::ucx

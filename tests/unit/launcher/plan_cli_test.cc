@@ -201,7 +201,7 @@ TEST_F(PlanCliTest, BadInputExits2WithOneLine) {
   for (const std::string& args : std::vector<std::string>{
            "plan", "plan --model /nonexistent/x.gguf", "plan" + m + " --node-memory 128",
         "plan" + m + " --link 200Gbit", "plan" + m + " --link-latency fast",
-        "plan" + m + " --mem-bw 0GB/s", "plan" + m + " --nodes 0", "plan" + m + " --batch 0",
+        "plan" + m + " --mem-bw 0GB/s", "plan" + m + " --rank-mem-bw fast", "plan" + m + " --nodes 0", "plan" + m + " --batch 0",
         "plan" + m + " --tp 3", "plan" + m + " --tp 2 --pp 2",
         "make-test-model --header-only --like gpt-5 --out /tmp/x.gguf",
         "make-test-model --header-only --out /tmp/x.gguf",
@@ -210,6 +210,25 @@ TEST_F(PlanCliTest, BadInputExits2WithOneLine) {
     EXPECT_EQ(r.code, 2) << args << ": " << r.err;
     EXPECT_EQ(count_lines(r.err), 1) << args << ": " << r.err;
   }
+}
+
+// A rank that reads slower than its box (a CPU rank with few threads) makes
+// every layout's decode slower, by its share of the weights over that rate.
+TEST_F(PlanCliTest, ARankMemoryBandwidthSlowsDecode) {
+  const std::string base =
+      "plan --model " + path("llama-3.1-405b") + " --context 8192 --batch 1 --tp 2 --json";
+  const RunResult box = testing::run_tandem(base);
+  const RunResult rank = testing::run_tandem(base + " --rank-mem-bw 100GB/s");
+  ASSERT_EQ(box.code, 0) << box.err;
+  ASSERT_EQ(rank.code, 0) << rank.err;
+  const auto step = [](const RunResult& r) {
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    return j["layouts"][0]["decode"]["step_s"].get<double>();
+  };
+  // Each rank reads its half of the weights (`weights` is one node's) at
+  // 100 GB/s instead of 273.
+  const double reads = static_cast<double>(weights - embedding);
+  EXPECT_GT(step(rank), step(box) + 0.9 * (reads / 100e9 - reads / 273e9));
 }
 
 TEST_F(PlanCliTest, RanksInsideANodeKeepTpThere) {
