@@ -105,21 +105,7 @@ void accumulate_values(float* acc, float alpha, const float* p, const float* v, 
   }
 }
 
-// One row at a time (the .inc's multi-row interface).
-void score_rows(const float* q, int64_t n_rows, const float* k, int64_t n_keys, int64_t hd,
-                float scale, float* s, int64_t s_stride) {
-  for (int64_t g = 0; g < n_rows; ++g) {
-    score_keys(q + g * hd, k, n_keys, hd, scale, s + g * s_stride);
-  }
-}
-
-void accumulate_rows(float* acc, int64_t n_rows, const float* alpha, const float* p,
-                     int64_t p_stride, const float* v, int64_t n_keys, int64_t hd) {
-  for (int64_t g = 0; g < n_rows; ++g) {
-    accumulate_values(acc + g * hd, alpha[g], p + g * p_stride, v, n_keys, hd);
-  }
-}
-
+#include "runtime/kernels/cpu/attention_rows.inc"
 #include "runtime/kernels/cpu/attention_tile.inc"
 
 // silu(g) * up as attention_avx2.cc's: e = exp(-|g|), sigmoid(g) = 1 / (1 + e)
