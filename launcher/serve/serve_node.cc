@@ -281,14 +281,11 @@ v1::ClusterStatus ServeNode::status() {
   if (s.ranks_size() > 0 && s.state() == v1::SERVING_STATE_LOADING) {
     s.mutable_ranks(0)->set_health(v1::RANK_HEALTH_LOADING);
   }
-  s.set_requests_total(earlier_requests_);
-  s.set_tokens_generated_total(earlier_tokens_);
-  if (scheduler_) {
-    const engine::SchedulerStats stats = scheduler_->stats();
-    s.set_active_requests(stats.active);
-    s.set_requests_total(earlier_requests_ + stats.requests_total);
-    s.set_tokens_generated_total(earlier_tokens_ + stats.tokens_generated_total);
-  }
+  // Counted across restarts: the closed engines' totals plus this one's.
+  const engine::SchedulerStats now = scheduler_ ? scheduler_->stats() : engine::SchedulerStats{};
+  s.set_active_requests(now.active);
+  s.set_requests_total(earlier_requests_ + now.requests_total);
+  s.set_tokens_generated_total(earlier_tokens_ + now.tokens_generated_total);
   s.set_max_sequences(options_.engine.max_sequences);
   s.set_uptime_seconds(std::chrono::duration<double>(Clock::now() - started_).count());
   s.set_model_path(options_.engine.model_path);
