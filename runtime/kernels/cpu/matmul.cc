@@ -191,20 +191,6 @@ void write_block_sums(uint8_t* row, int64_t n_cols, int32_t offset) {
   }
 }
 
-// Writes the int16 pairs of a converted Q8_0 activation row (format in
-// matmul_kernels.h) for the packed Q8_0 batch kernels.
-void write_pairs(uint8_t* row, int64_t n_cols) {
-  const auto* blocks = reinterpret_cast<const BlockQ8_0*>(row);
-  auto* pairs = reinterpret_cast<int16_t*>(row + internal::activation_pairs_offset(n_cols));
-  for (int64_t c = 0; c < n_cols; c += 4) {
-    const int8_t* q = blocks[c / kQK8_0].qs + c % kQK8_0;
-    pairs[c] = q[0];
-    pairs[c + 1] = q[2];
-    pairs[c + 2] = q[1];
-    pairs[c + 3] = q[3];
-  }
-}
-
 }  // namespace
 
 std::string_view isa_name(Isa isa) {
@@ -255,12 +241,6 @@ size_t internal::activation_sums_offset(int64_t n_cols) {
   return (blocks + 63) / 64 * 64;
 }
 
-size_t internal::activation_pairs_offset(int64_t n_cols) {
-  const size_t sums = activation_sums_offset(n_cols) +
-                      static_cast<size_t>(n_cols / kQK8_0) * sizeof(internal::BlockSum);
-  return (sums + 63) / 64 * 64;
-}
-
 size_t internal::activation_row_bytes(DType weight_type, int64_t n_cols) {
   switch (weight_type) {
     case DType::kF32:
@@ -269,7 +249,6 @@ size_t internal::activation_row_bytes(DType weight_type, int64_t n_cols) {
     case DType::kBF16:
       return static_cast<size_t>(n_cols) * sizeof(uint16_t);
     case DType::kQ8_0:
-      return activation_pairs_offset(n_cols) + static_cast<size_t>(n_cols) * sizeof(int16_t);
     case DType::kQ4_0:
     case DType::kQ4_1:
     case DType::kQ5_0:
@@ -316,11 +295,9 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
   const bool packed = w.layout == Layout::kPacked;
   internal::RowsKernel rows = k.rows;
   int64_t grain = k.row_grain;
-  bool pairs = false;
   if (packed) {
     TANDEM_CHECK(pack_supported(w.type));
     rows = k.packed_rows ? k.packed_rows : select(internal::portable_kernels(), w.type).packed_rows;
-    pairs = k.packed_rows && k.packed_pairs && n_tokens > 1;
     grain = kPackRows;
   }
 
@@ -333,7 +310,6 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
   args.y = y;
   args.ldy = ldy;
   args.x_sums_offset = internal::activation_sums_offset(w.n_cols);
-  args.x_pairs_offset = internal::activation_pairs_offset(w.n_cols);
   if (w.type == DType::kF32) {
     args.x = reinterpret_cast<const uint8_t*>(x);
     args.x_stride = static_cast<size_t>(ldx) * sizeof(float);
@@ -351,7 +327,6 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
       for (int64_t t = t0; t < t1; ++t) {
         convert(x + t * ldx, dst + t * stride, w.n_cols);
         if (sums) write_block_sums(dst + t * stride, w.n_cols, offset);
-        if (pairs) write_pairs(dst + t * stride, w.n_cols);
       }
     };
     if (n_tokens * w.n_cols >= kParallelConvertMin) {

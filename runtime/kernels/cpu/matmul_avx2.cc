@@ -253,38 +253,32 @@ inline void pin(__m256i& v) { asm("" : "+x"(v)); }
 // tokens, whose int32 block sums stay in registers (T of them, with T float
 // accumulators) until the block's scales fold them in. The slab loop is the
 // outer one so that a weight register lives only while the tokens pass.
-// Q8_0: no sign trick (vpsignb competes with the multiplies for the same
-// ports on Zen 3): the weights split into their even and odd bytes as int16
-// (two shifts per load, shared by the T tokens), and vpmaddwd multiplies
-// them with the activations' int16 pairs (see activation_row_bytes).
+// Q8_0 with ggml's sign trick: |w| times x carrying w's sign, each maddubs
+// result widened to int32 at once (two could overflow int16).
 template <int H>
 struct PackedQ8Pass {
   static constexpr int kHalves = H;
   static constexpr size_t kQuantBytes = 16 * 32;
   template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const*,
-                                                  const BlockSum* const*,
-                                                  const int16_t* const* xp, int64_t b,
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
+                                                  const BlockSum* const*, int64_t b,
                                                   __m256i (&sum)[H][T]) {
+    const __m256i ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
-      __m256i even[H], odd[H];
+      __m256i w[H], aw[H];
 #pragma GCC unroll 2
       for (int h = 0; h < H; ++h) {
-        const __m256i w =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k + 32 * h));
-        even[h] = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
-        odd[h] = _mm256_srai_epi16(w, 8);
+        w[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k + 32 * h));
+        aw[h] = _mm256_abs_epi8(w[h]);
       }
 #pragma GCC unroll 16
       for (int j = 0; j < T; ++j) {
-        const int16_t* p = xp[j] + 32 * b + 4 * k;
-        const __m256i xe = _mm256_set1_epi32(load_i32(p));
-        const __m256i xo = _mm256_set1_epi32(load_i32(p + 2));
+        const __m256i xv = broadcast_x(x[j][b].qs, k);
 #pragma GCC unroll 2
         for (int h = 0; h < H; ++h) {
-          const __m256i s =
-              _mm256_add_epi32(_mm256_madd_epi16(even[h], xe), _mm256_madd_epi16(odd[h], xo));
+          const __m256i s = _mm256_madd_epi16(
+              _mm256_maddubs_epi16(aw[h], _mm256_sign_epi8(xv, w[h])), ones);
           sum[h][j] = k == 0 ? s : _mm256_add_epi32(sum[h][j], s);
           pin(sum[h][j]);
         }
@@ -300,8 +294,7 @@ struct PackedQ4Pass {
   static constexpr size_t kQuantBytes = 16 * 16;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
-                                                  const BlockSum* const* xs,
-                                                  const int16_t* const*, int64_t b,
+                                                  const BlockSum* const* xs, int64_t b,
                                                   __m256i (&sum)[H][T]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
@@ -351,21 +344,23 @@ struct PackedKernel {
     const uint8_t* quants = group + nb * 16 * sizeof(uint16_t);
     const BlockQ8_0* x[T];
     const BlockSum* xs[T];
-    const int16_t* xp[T];
     for (int j = 0; j < T; ++j) {
       const uint8_t* row = a.x + (t + j) * a.x_stride;
       x[j] = reinterpret_cast<const BlockQ8_0*>(row);
       xs[j] = reinterpret_cast<const BlockSum*>(row + a.x_sums_offset);
-      xp[j] = reinterpret_cast<const int16_t*>(row + a.x_pairs_offset);
     }
     // The float sums live in memory (one load and store per block and
     // token): the registers go to the T int32 sums of the block.
     constexpr int H = Pass::kHalves;
-    alignas(32) float acc[2][T][8] = {};
+    alignas(32) float acc[2][T][8];
+    for (int j = 0; j < T; ++j) {
+      _mm256_store_ps(acc[0][j], _mm256_setzero_ps());
+      _mm256_store_ps(acc[1][j], _mm256_setzero_ps());
+    }
     for (int h0 = 0; h0 < 2; h0 += H) {
       for (int64_t b = 0; b < nb; ++b) {
         __m256i sum[H][T];
-        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h0, x, xs, xp, b, sum);
+        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h0, x, xs, b, sum);
 #pragma GCC unroll 2
         for (int h = 0; h < H; ++h) {
           const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(
@@ -510,7 +505,7 @@ const KernelTable& avx2_kernels() {
     t.f16 = {rows_kernel<FloatKernel<LoadF16, LoadF32>, 4, 3, 4>, convert_f16_avx2, 4};
     t.bf16 = {rows_kernel<FloatKernel<LoadBF16, LoadBF16>, 4, 3, 4>, nullptr, 4};
     t.q8_0 = {rows_kernel<QuantKernel<BlockQ8_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
-              packed_rows_kernel<PackedKernel<PackedQ8Pass<2>, PackedQ8Half>, 4>, true};
+              packed_rows_kernel<PackedKernel<PackedQ8Pass<2>, PackedQ8Half>, 8>};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
               packed_rows_kernel<PackedKernel<PackedQ4Pass<2>, PackedQ4Half>, 4>};
     t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4};

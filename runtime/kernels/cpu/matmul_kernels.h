@@ -26,9 +26,6 @@ struct MatmulArgs {
   // Packed weights only: the BlockSum array of each activation row starts at
   // this byte offset in the row.
   size_t x_sums_offset;
-  // Packed Q8_0 batches only (n_tokens > 1): the row's int16 pairs (see
-  // activation_row_bytes) start at this byte offset.
-  size_t x_pairs_offset;
 };
 
 using RowsKernel = void (*)(const MatmulArgs& args, int64_t r0, int64_t r1);
@@ -44,8 +41,6 @@ struct TypeKernels {
   // handed out in whole groups (r0 a multiple of kPackRows; r1 too, or
   // n_rows), and a.w_stride is the size of one group.
   RowsKernel packed_rows = nullptr;
-  // Packed Q8_0: packed_rows reads the activations' int16 pairs in batches.
-  bool packed_pairs = false;
 };
 
 // Packed Q8_0/Q4_0 (Layout::kPacked). Rows are taken in groups of kPackRows
@@ -122,17 +117,10 @@ struct KernelTable {
 //                 bytes, then n_cols / 32 BlockSum (written by matmul for
 //                 packed weights, and for Q4_1, whose minimum multiplies
 //                 sum(qs): there bias = +sum(qs))
-//                 Q8_0 weights only: then n_cols int16, the same quants
-//                 as pairs for vpmaddwd-style kernels: columns 4k..4k+3 as
-//                 x[4k], x[4k+2], x[4k+1], x[4k+3] (written by matmul for
-//                 packed weights and batches; a lane of 4 weight bytes splits
-//                 into its even and odd bytes as int16 with two shifts)
 //   Q4_K, Q5_K, Q6_K: BlockQ8_K rows from quantize_row_q8_k
 size_t activation_row_bytes(DType weight_type, int64_t n_cols);
 // Where the BlockSum array starts in a Q8_0-based activation row.
 size_t activation_sums_offset(int64_t n_cols);
-// Where the int16 pairs start in a Q8_0 activation row (Q8_0 weights).
-size_t activation_pairs_offset(int64_t n_cols);
 
 // Portable conversions of one row (also the reference for SIMD conversions).
 void convert_row_f16_rounded(const float* x, void* dst, int64_t n);
