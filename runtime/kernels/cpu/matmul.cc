@@ -188,6 +188,7 @@ void write_block_sums(uint8_t* row, int64_t n_cols, int32_t offset) {
     for (int j = 0; j < kQK8_0; ++j) s += blocks[b].qs[j];
     sums[b].d = fp16_to_f32(blocks[b].d);
     sums[b].bias = -offset * s;
+    sums[b].d_bias = sums[b].d * static_cast<float>(sums[b].bias);
   }
 }
 

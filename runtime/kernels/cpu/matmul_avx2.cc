@@ -258,10 +258,10 @@ inline void pin(__m256i& v) { asm("" : "+x"(v)); }
 template <int H>
 struct PackedQ8Pass {
   static constexpr int kHalves = H;
+  static constexpr bool kFloatBias = false;
   static constexpr size_t kQuantBytes = 16 * 32;
   template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
-                                                  const BlockSum* const*, int64_t b,
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x, int64_t b,
                                                   __m256i (&sum)[H][T]) {
     const __m256i ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 8
@@ -287,14 +287,15 @@ struct PackedQ8Pass {
   }
 };
 // Q4_0: unsigned nibbles times x, eight maddubs results summed in int16 (no
-// overflow, see PackedQ4Half), then the BlockSum bias removes the offset of 8.
+// overflow, see PackedQ4Half); the tile adds the BlockSum's d * bias, which
+// removes the offset of 8, in float (kFloatBias).
 template <int H>
 struct PackedQ4Pass {
   static constexpr int kHalves = H;
+  static constexpr bool kFloatBias = true;
   static constexpr size_t kQuantBytes = 16 * 16;
   template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
-                                                  const BlockSum* const* xs, int64_t b,
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x, int64_t b,
                                                   __m256i (&sum)[H][T]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
@@ -323,10 +324,7 @@ struct PackedQ4Pass {
 #pragma GCC unroll 2
     for (int h = 0; h < H; ++h) {
 #pragma GCC unroll 8
-      for (int j = 0; j < T; ++j) {
-        sum[h][j] = _mm256_add_epi32(_mm256_madd_epi16(sum[h][j], _mm256_set1_epi16(1)),
-                                     _mm256_set1_epi32(xs[j][b].bias));
-      }
+      for (int j = 0; j < T; ++j) sum[h][j] = _mm256_madd_epi16(sum[h][j], _mm256_set1_epi16(1));
     }
   }
 };
@@ -360,7 +358,7 @@ struct PackedKernel {
     for (int h0 = 0; h0 < 2; h0 += H) {
       for (int64_t b = 0; b < nb; ++b) {
         __m256i sum[H][T];
-        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h0, x, xs, b, sum);
+        Pass::template block<T>(quants + b * Pass::kQuantBytes + 32 * h0, x, b, sum);
 #pragma GCC unroll 2
         for (int h = 0; h < H; ++h) {
           const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(
@@ -368,8 +366,17 @@ struct PackedKernel {
 #pragma GCC unroll 16
           for (int j = 0; j < T; ++j) {
             float* o = acc[h0 + h][j];
-            const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xs[j][b].d));
-            __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h][j]), d, _mm256_load_ps(o));
+            const __m256 dx = _mm256_set1_ps(xs[j][b].d);
+            __m256 v;
+            if constexpr (Pass::kFloatBias) {
+              // dw * (dx * sum + dx * bias)
+              const __m256 xsum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h][j]), dx,
+                                                  _mm256_set1_ps(xs[j][b].d_bias));
+              v = _mm256_fmadd_ps(xsum, dw, _mm256_load_ps(o));
+            } else {
+              v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h][j]), _mm256_mul_ps(dw, dx),
+                                  _mm256_load_ps(o));
+            }
             asm("" : "+x"(v));
             _mm256_store_ps(o, v);
           }

@@ -96,10 +96,13 @@ inline constexpr size_t kPackedQ6KBytes = 16 * 210;
 // Per activation block, for the packed kernels: the scale as f32 and
 // -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
 // Q4_0), which seeds the int32 sums of unsigned-by-signed products
-// (vpdpbusd, maddubs) so that they come out as signed-by-signed sums.
+// (vpdpbusd, maddubs) so that they come out as signed-by-signed sums; and
+// d * bias, which a batch kernel can add in float instead (one fused
+// multiply-add rather than an integer add and a multiply per 8 rows).
 struct BlockSum {
   float d;
   int32_t bias;
+  float d_bias;
 };
 
 // Kernels per weight type; a null `rows` means the ISA falls back to portable.

@@ -164,8 +164,8 @@ TEST(Matmul, ActivationTypes) {
   EXPECT_EQ(activation_type(DType::kQ5_K), DType::kQ8_K);
   EXPECT_EQ(activation_type(DType::kQ6_K), DType::kQ8_K);
   EXPECT_EQ(matmul_scratch_bytes(DType::kQ6_K, 512, 3), 3 * 2 * sizeof(BlockQ8_K));
-  // Two blocks (68 bytes) padded to 128, then two BlockSums of 8 bytes.
-  EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * (128 + 2 * 8));
+  // Two blocks (68 bytes) padded to 128, then two BlockSums of 12 bytes.
+  EXPECT_EQ(matmul_scratch_bytes(DType::kQ4_0, 64, 3), 3 * (128 + 2 * 12));
 }
 
 TEST(Pack, SizesAndSupport) {
