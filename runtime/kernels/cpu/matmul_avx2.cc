@@ -261,8 +261,8 @@ struct PackedQ8Pass {
   static constexpr bool kFloatBias = false;
   static constexpr size_t kQuantBytes = 16 * 32;
   template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x, int64_t b,
-                                                  __m256i (&sum)[H][T]) {
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
+                                                  int64_t b, __m256i (&sum)[H][T]) {
     const __m256i ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
@@ -295,8 +295,8 @@ struct PackedQ4Pass {
   static constexpr bool kFloatBias = true;
   static constexpr size_t kQuantBytes = 16 * 16;
   template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x, int64_t b,
-                                                  __m256i (&sum)[H][T]) {
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
+                                                  int64_t b, __m256i (&sum)[H][T]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
