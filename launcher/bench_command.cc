@@ -1,6 +1,7 @@
 // tandem bench decode|prefill: tokens/s in the form llama-bench users know,
 // with decode speed also given as a fraction of the memory-bandwidth bound
-// (weight bytes per token ÷ read bandwidth measured in the same run).
+// (weight bytes per token ÷ read bandwidth measured in the same run, next to
+// each timed repetition).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,6 +26,10 @@ namespace {
 
 // Prompt tokens per forward pass while bench decode fills its --decode-context.
 constexpr int kDecodePrefillChunk = 512;
+
+// The bandwidth probe's buffer: 8x a 32 MiB L3, read twice per probe (about
+// 25 ms at 20 GB/s).
+constexpr size_t kProbeBytes = size_t{256} << 20;
 
 struct BenchFlags {
   std::string mode;
@@ -133,7 +138,9 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
   // Every rank reads its share at once: the bound assumes all of them on
   // this box, with their threads together.
   const int ranks = e.world().size();
-  const double bandwidth = measure_read_bandwidth(t * ranks, size_t{1} << 29, 3);
+  auto probe = ReadProbe::Create(kProbeBytes);
+  if (!probe.ok()) return report_error("bench", probe.status());
+  auto read_bandwidth = [&] { return probe->measure(t * ranks, 2); };
   const std::string layout = absl::StrCat("tp", e.world().tp(), " pp", e.world().pp());
   const uint64_t per_token = bytes_per_token(e);
   const std::string name = e.file().get_string("general.name").value_or(f.model);
@@ -145,22 +152,31 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
                         : dtype_name(e.file().find_tensor("blk.0.ffn_up.weight")->type);
   const std::vector<int> tests = decode ? std::vector<int>{f.gen_tokens} : f.prompt_tokens;
   for (int n : tests) {
-    std::vector<double> speeds;
+    std::vector<double> speeds, bandwidths, fractions;
     double sync = 0;  // seconds rank 0 spent in exchanges during the timed runs
-    // One untimed warm-up run, then the repetitions.
+    double probe_before = 0;
+    // One untimed warm-up run, then the repetitions, each paired with the
+    // mean of the bandwidth probes taken just before and just after it.
     for (int r = 0; r <= f.repetitions; ++r) {
+      if (r == 1) probe_before = read_bandwidth();
       const double sync_before = e.sync_seconds();
       auto s = decode ? time_decode(e, n, f.decode_context, kDecodePrefillChunk)
                       : time_prefill(e, n, 1234 + r);
       if (!s.ok()) return report_error("bench", s.status());
       if (r > 0) {
-        speeds.push_back(n / *s);
         sync += e.sync_seconds() - sync_before;
+        const double probe_after = read_bandwidth();
+        speeds.push_back(n / *s);
+        bandwidths.push_back((probe_before + probe_after) / 2);
+        fractions.push_back(speeds.back() * static_cast<double>(per_token) / bandwidths.back());
+        probe_before = probe_after;
       }
     }
     const double sync_us_per_token = sync / (static_cast<double>(n) * f.repetitions) * 1e6;
     const Sample s = summarize(speeds);
+    const double bandwidth = summarize(bandwidths).mean;
     const double bound = bandwidth / static_cast<double>(per_token);
+    const double fraction = summarize(fractions).mean;
     std::string test = decode ? absl::StrCat("tg", n) : absl::StrCat("pp", n);
     if (decode && f.decode_context > 0) absl::StrAppend(&test, " @ d", f.decode_context);
     nlohmann::json row = {{"model", name}, {"size_bytes", per_token}, {"type", type},
@@ -172,7 +188,7 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
     if (e.distributed()) row["sync_us_per_token"] = sync_us_per_token;
     if (decode) {
       row["bound_tokens_per_s"] = bound;
-      row["fraction_of_bound"] = s.mean / bound;
+      row["fraction_of_bound"] = fraction;
     }
     rows.push_back(row);
     if (!f.json) {
@@ -180,7 +196,7 @@ int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlo
                   name.c_str(), per_token / 1e9, type.c_str(), layout.c_str(), t, test.c_str(),
                   s.mean, s.stddev,
                   decode ? absl::StrCat(std::lround(bound * 100) / 100.0).c_str() : "-",
-                  decode ? absl::StrCat(std::lround(s.mean / bound * 1000) / 10.0, "%").c_str() : "-",
+                  decode ? absl::StrCat(std::lround(fraction * 1000) / 10.0, "%").c_str() : "-",
                   bandwidth / 1e9,
                   e.distributed() ? absl::StrCat(std::lround(sync_us_per_token)).c_str() : "-");
       std::fflush(stdout);

@@ -1,6 +1,7 @@
 // The tandem binary as a user runs it: real processes, real files.
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/unit/launcher/run_tandem.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/testing/test_model.h"
@@ -167,6 +169,40 @@ TEST_F(CliTest, ModelInfoDescribesTheModel) {
   EXPECT_NE(r.out.find("architecture: llama"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("llama.block_count = 4"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tensors: "), std::string::npos) << r.out;
+}
+
+// bench decode and prefill as a user runs them, in JSON: every row has its
+// speed, the read bandwidth probed next to its runs, and for decode the bound
+// and the fraction of it (each run paired with its own probes).
+TEST_F(CliTest, BenchReportsSpeedAndTheBoundMeasuredNextToIt) {
+  const Result decode = tandem("bench decode --model " + *model_ +
+                               " --threads 1,2 --gen-tokens 4 --repetitions 2 --json");
+  ASSERT_EQ(decode.code, 0) << decode.err;
+  const auto rows = nlohmann::json::parse(decode.out);
+  ASSERT_EQ(rows.size(), 2u) << decode.out;
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["test"], "tg4");
+    EXPECT_GT(row["tokens_per_s"].get<double>(), 0);
+    EXPECT_GT(row["read_gb_per_s"].get<double>(), 0);
+    const double bound = row["bound_tokens_per_s"].get<double>();
+    const double fraction = row["fraction_of_bound"].get<double>();
+    EXPECT_GT(bound, 0);
+    // Each run's fraction uses its own probes, so the mean of the fractions
+    // is near, not equal to, mean speed / mean bound.
+    EXPECT_GT(fraction, 0);
+    EXPECT_LT(std::abs(fraction / (row["tokens_per_s"].get<double>() / bound) - 1), 0.5);
+  }
+  EXPECT_EQ(rows[1]["threads"], 2);
+
+  const Result prefill = tandem("bench prefill --model " + *model_ +
+                                " --threads 1 --prompt-tokens 8,16 --repetitions 1 --json");
+  ASSERT_EQ(prefill.code, 0) << prefill.err;
+  const auto pp = nlohmann::json::parse(prefill.out);
+  ASSERT_EQ(pp.size(), 2u) << prefill.out;
+  EXPECT_EQ(pp[0]["test"], "pp8");
+  EXPECT_EQ(pp[1]["test"], "pp16");
+  EXPECT_FALSE(pp[0].contains("fraction_of_bound"));
+  EXPECT_GT(pp[1]["tokens_per_s"].get<double>(), 0);
 }
 
 }  // namespace
