@@ -87,7 +87,8 @@ double ReadProbe::measure(int n_threads, int repetitions) const {
       });
     }
     for (auto& th : threads) th.join();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / s);
   }
   volatile uint64_t keep = 0;

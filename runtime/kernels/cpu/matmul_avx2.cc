@@ -464,7 +464,8 @@ struct PackedKernel {
         for (int h = 0; h < 2; ++h) {
           const __m256 dw = _mm256_cvtph_ps(
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales[g] + b * 16 + 8 * h)));
-          acc[g][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[g][h]), _mm256_mul_ps(dw, dx), acc[g][h]);
+          acc[g][h] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[g][h]), _mm256_mul_ps(dw, dx), acc[g][h]);
         }
       }
     }

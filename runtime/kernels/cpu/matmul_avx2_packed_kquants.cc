@@ -284,9 +284,9 @@ struct PackedQ45KKernel {
     // The sums of x over sub-blocks 2p and 2p + 1 as the int16 pair of int32
     // p (|.| < 2^13), times the minima pairs.
     alignas(16) int32_t bs[4];
-    _mm_store_si128(reinterpret_cast<__m128i*>(bs),
-                    _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums)),
-                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8))));
+    const __m128i bsums_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
+    const __m128i bsums_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
+    _mm_store_si128(reinterpret_cast<__m128i*>(bs), _mm_hadd_epi16(bsums_lo, bsums_hi));
     const __m256 dx = _mm256_set1_ps(xb.d);
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
@@ -492,7 +492,8 @@ struct PackedQ6KKernel {
       for (int h = 0; h < 2; ++h) {
         const __m256 d =
             _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o[g] + 16 * h)));
-        acc[g][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[g][h]), _mm256_mul_ps(d, dx), acc[g][h]);
+        acc[g][h] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[g][h]), _mm256_mul_ps(d, dx), acc[g][h]);
       }
     }
   }
