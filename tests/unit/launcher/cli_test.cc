@@ -194,6 +194,20 @@ TEST_F(CliTest, BenchReportsSpeedAndTheBoundMeasuredNextToIt) {
   }
   EXPECT_EQ(rows[1]["threads"], 2);
 
+  // The bound counts the KV cache that each step reads: the mean position
+  // of the 4 steps is context + 2.5.
+  const Result deep = tandem("bench decode --model " + *model_ +
+                             " --threads 1 --gen-tokens 4 --repetitions 1 --decode-context 16"
+                             " --json");
+  ASSERT_EQ(deep.code, 0) << deep.err;
+  const auto deep_rows = nlohmann::json::parse(deep.out);
+  ASSERT_EQ(deep_rows.size(), 1u) << deep.out;
+  EXPECT_EQ(deep_rows[0]["test"], "tg4 @ d16");
+  const double kv_shallow = rows[0]["kv_bytes_per_token"].get<double>();
+  const double kv_deep = deep_rows[0]["kv_bytes_per_token"].get<double>();
+  EXPECT_GT(kv_shallow, 0);
+  EXPECT_NEAR(kv_deep / kv_shallow, 18.5 / 2.5, 1e-3);
+
   const Result prefill = tandem("bench prefill --model " + *model_ +
                                 " --threads 1 --prompt-tokens 8,16 --repetitions 1 --json");
   ASSERT_EQ(prefill.code, 0) << prefill.err;
