@@ -205,7 +205,7 @@ inline __m256i broadcast_x(const int8_t* xq, int k) {
 // One token's int32 sums of one packed block column for G groups of 16 rows
 // (two 8-row halves each: the 32-byte halves of the 64-byte slabs). The slab
 // loop is the outer one, so each broadcast of x serves all 2G weight
-// registers and only the 2G sums stay live (no spills at G = 4).
+// registers, and the 2G int32 sums stay in registers at G = 4.
 // Q8_0: the sign trick with x as the unsigned operand, |x| (once per slab)
 // times w carrying x's sign, each maddubs result widened to int32 at once
 // (two could overflow int16).
@@ -435,7 +435,8 @@ struct PackedKernel {
 
   // One token, G groups side by side: G sequential streams, which the
   // hardware prefetchers follow. Software prefetches 1 KiB ahead made this
-  // loop slower on Zen 3 (Q8_0 14.7 against 18.7 GB/s, one thread).
+  // loop slower on Zen 3 (Q8_0, one thread, median of 4 alternated runs:
+  // 13.1 against 18.6 GB/s).
   template <int G>
   static void decode_groups(const MatmulArgs& a, int64_t r, int n_valid_last) {
     const int64_t nb = a.n_cols / 32;

@@ -214,7 +214,7 @@ struct PackedQ45KKernel {
 
   // Super-block b of G groups for one token. The sub-block loop is the outer
   // one: each sub-block's activation broadcasts serve both halves of all G
-  // groups, and the G streams advance together, 288 bytes at a time. Each
+  // groups, and the G streams advance together, a sub-block at a time. Each
   // scale pair is one shuffle, and the minima's term is taken once per
   // super-block (one madd per two sub-blocks), as in superblock<T>.
   template <int G>
