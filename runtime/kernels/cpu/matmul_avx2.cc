@@ -210,7 +210,6 @@ inline __m256i broadcast_x(const int8_t* xq, int k) {
 // times w carrying x's sign, each maddubs result widened to int32 at once
 // (two could overflow int16).
 struct PackedQ8Decode {
-  static constexpr size_t kQuantBytes = 16 * 32;
   template <int G>
   static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t,
                                 __m256i (&s)[G][2]) {
@@ -238,7 +237,6 @@ struct PackedQ8Decode {
 // up in int16 without overflow (8 * 2 * 15 * 127 < 2^15), and the BlockSum
 // bias removes the offset of 8.
 struct PackedQ4Decode {
-  static constexpr size_t kQuantBytes = 16 * 16;
   template <int G>
   static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t bias,
                                 __m256i (&s)[G][2]) {
@@ -456,7 +454,7 @@ struct PackedKernel {
       const __m256 dx = _mm256_set1_ps(xs[b].d);
       const uint8_t* q[G];
 #pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) q[g] = quants[g] + b * Decode::kQuantBytes;
+      for (int g = 0; g < G; ++g) q[g] = quants[g] + b * Pass::kQuantBytes;
       __m256i s[G][2];
       Decode::template dot_groups<G>(q, x[b].qs, xs[b].bias, s);
 #pragma GCC unroll 8

@@ -96,9 +96,32 @@ struct PackedQ45KKernel {
     _mm256_store_si256(reinterpret_cast<__m256i*>(out.m + 32), m1);
   }
 
-  // 8 bytes as int32 lanes.
-  static inline __m256i widen8(const uint8_t* p) {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  // Row i's byte of 8 (broadcast to both 128-bit lanes) as the low byte of
+  // both int16 halves of int32 lane i: the madd operand that scales the
+  // lane's two pair sums by it.
+  static inline __m256i scale_pairs(const uint8_t* p) {
+    const __m256i b = _mm256_set1_epi64x(load_i64(p));
+    return _mm256_shuffle_epi8(
+        b, _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1, 4, -1, 4,
+                            -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1));
+  }
+
+  // The minima (< 64) of sub-blocks 2p and 2p + 1 of row i as the int16 pair
+  // of lane i (from the 16 bytes at p: 8 rows of 2p, then 8 of 2p + 1).
+  static inline __m256i minima_pairs(const uint8_t* p) {
+    const __m256i b =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_shuffle_epi8(
+        b, _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2, -1, 10, -1, 3, -1, 11, -1, 4, -1, 12,
+                            -1, 5, -1, 13, -1, 6, -1, 14, -1, 7, -1, 15, -1));
+  }
+
+  // The sums of x over sub-blocks 2p and 2p + 1 as the int16 pair of int32
+  // p (|.| < 2^13), for the madd with minima_pairs.
+  static inline void subblock_pair_sums(const BlockQ8_K& xb, int32_t (&bs)[4]) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(bs), _mm_hadd_epi16(lo, hi));
   }
 
   static inline __m256i broadcast4(const int8_t* p) {
@@ -116,16 +139,9 @@ struct PackedQ45KKernel {
                                                        const BlockQ8_K* const* x, int64_t b,
                                                        __m256 (&acc)[2][T]) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    // Per token, the sums of x over each 32-element sub-block as int16, two
-    // sub-blocks (2p low, 2p + 1 high) per int32 for the minima's madd.
-    alignas(16) int32_t bs[T][4];
+    int32_t bs[T][4];
 #pragma GCC unroll 8
-    for (int j = 0; j < T; ++j) {
-      const __m128i pairs =
-          _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums)),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].bsums + 8)));
-      _mm_store_si128(reinterpret_cast<__m128i*>(bs[j]), pairs);
-    }
+    for (int j = 0; j < T; ++j) subblock_pair_sums(x[j][b], bs[j]);
     for (int h = 0; h < 2; ++h) {
       HalfScales hs;
       decode_scales(o, h, hs);
@@ -153,8 +169,7 @@ struct PackedQ45KKernel {
             }
           }
         }
-        const __m256i sc = widen8(hs.sc + 8 * s);
-        const __m256i sc_pair = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        const __m256i sc_pair = scale_pairs(hs.sc + 8 * s);
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           __m256i v = _mm256_madd_epi16(p[j], sc_pair);
@@ -163,14 +178,12 @@ struct PackedQ45KKernel {
           pin(sumi[j]);
         }
       }
-      // The minima (< 64) of sub-blocks 2p and 2p + 1 as the int16 pair of
-      // each lane, times the pair of sub-block sums of x (|.| < 2^13): one
-      // madd per two sub-blocks.
+      // The minima pairs times the pairs of sub-block sums of x: one madd
+      // per two sub-blocks.
       __m256i summ[T];
 #pragma GCC unroll 4
       for (int p = 0; p < 4; ++p) {
-        const __m256i m = _mm256_or_si256(widen8(hs.m + 16 * p),
-                                          _mm256_slli_epi32(widen8(hs.m + 16 * p + 8), 16));
+        const __m256i m = minima_pairs(hs.m + 16 * p);
 #pragma GCC unroll 8
         for (int j = 0; j < T; ++j) {
           const __m256i v = _mm256_madd_epi16(m, _mm256_set1_epi32(bs[j][p]));
@@ -190,26 +203,6 @@ struct PackedQ45KKernel {
             _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ[j]), _mm256_mul_ps(dmin, dx), acc[h][j]);
       }
     }
-  }
-
-  // Row i's byte of 8 (broadcast to both 128-bit lanes) as the low byte of
-  // both int16 halves of int32 lane i: the madd operand that scales the
-  // lane's two pair sums by it.
-  static inline __m256i scale_pairs(const uint8_t* p) {
-    const __m256i b = _mm256_set1_epi64x(load_i64(p));
-    return _mm256_shuffle_epi8(
-        b, _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1, 4, -1, 4,
-                            -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1));
-  }
-
-  // The minima (< 64) of sub-blocks 2p and 2p + 1 of row i as the int16 pair
-  // of lane i (from the 16 bytes at p: 8 rows of 2p, then 8 of 2p + 1).
-  static inline __m256i minima_pairs(const uint8_t* p) {
-    const __m256i b =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_shuffle_epi8(
-        b, _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2, -1, 10, -1, 3, -1, 11, -1, 4, -1, 12,
-                            -1, 5, -1, 13, -1, 6, -1, 14, -1, 7, -1, 15, -1));
   }
 
   // Super-block b of G groups for one token. The sub-block loop is the outer
@@ -281,12 +274,8 @@ struct PackedQ45KKernel {
         }
       }
     }
-    // The sums of x over sub-blocks 2p and 2p + 1 as the int16 pair of int32
-    // p (|.| < 2^13), times the minima pairs.
-    alignas(16) int32_t bs[4];
-    const __m128i bsums_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
-    const __m128i bsums_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
-    _mm_store_si128(reinterpret_cast<__m128i*>(bs), _mm_hadd_epi16(bsums_lo, bsums_hi));
+    int32_t bs[4];
+    subblock_pair_sums(xb, bs);
     const __m256 dx = _mm256_set1_ps(xb.d);
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
