@@ -52,10 +52,13 @@ partition::ClusterDesc describe_cluster(const Cluster& cluster, int rank_threads
   partition::ClusterDesc c;
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   constexpr size_t kProbeBytes = size_t{128} << 20;
-  if (const double node = measure_read_bandwidth(cores, kProbeBytes, 2); node > 0) {
-    c.memory_bandwidth = node;
-    const double rank = measure_read_bandwidth(std::min(rank_threads, cores), kProbeBytes, 2);
-    if (rank > 0) c.rank_memory_bandwidth = std::min(rank, node);
+  // One buffer for both measurements: filling it costs more than reading it.
+  if (auto probe = ReadProbe::Create(kProbeBytes); probe.ok()) {
+    if (const double node = probe->measure(cores, 2); node > 0) {
+      c.memory_bandwidth = node;
+      const double rank = probe->measure(std::min(rank_threads, cores), 2);
+      if (rank > 0) c.rank_memory_bandwidth = std::min(rank, node);
+    }
   }
   const int per_box = cluster.ranks_on_this_box();
   c.ranks_per_node = per_box > 0 && cluster.size() % per_box == 0 ? per_box : 1;

@@ -1,7 +1,7 @@
 // tandem bench decode|prefill: tokens/s in the form llama-bench users know,
 // with decode speed also given as a fraction of the memory-bandwidth bound
-// (weight bytes per token ÷ read bandwidth measured in the same run, next to
-// each timed repetition).
+// (the bytes each step reads, weights and KV cache, ÷ the read bandwidth
+// probed next to each timed repetition).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,6 +20,7 @@
 #include "launcher/memory_bandwidth.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
+#include "runtime/engine/kv_cache.h"
 
 namespace tandem::launcher {
 namespace {
@@ -139,13 +140,13 @@ uint64_t bytes_per_token(const engine::Engine& e) {
 uint64_t kv_bytes_per_token(const engine::Engine& e, DType kv_type, int context, int n) {
   const model::LlamaConfig& c = e.config();
   const double positions = context + (n + 1) / 2.0;
-  const double per_position = static_cast<double>(c.n_layers * c.kv_dim() * 2) *
-                              (kv_type == DType::kF16 ? 2 : 4);
+  const double per_position =
+      static_cast<double>(c.n_layers * c.kv_dim() * 2 * engine::kv_element_bytes(kv_type));
   return static_cast<uint64_t>(positions * per_position);
 }
 
-// One engine's rows (rank 0 of a cluster): the read bandwidth with the same
-// threads, then each test.
+// One engine's rows (rank 0 of a cluster): each test, its runs paired with
+// read-bandwidth probes that use the same threads.
 int bench_engine(const BenchFlags& f, engine::Engine& e, int t, bool decode, nlohmann::json& rows) {
   // Every rank reads its share at once: the bound assumes all of them on
   // this box, with their threads together.

@@ -96,9 +96,4 @@ double ReadProbe::measure(int n_threads, int repetitions) const {
   return best;
 }
 
-double measure_read_bandwidth(int n_threads, size_t bytes, int repetitions) {
-  auto probe = ReadProbe::Create(bytes);
-  return probe.ok() ? probe->measure(n_threads, repetitions) : 0;
-}
-
 }  // namespace tandem::launcher

@@ -27,8 +27,4 @@ class ReadProbe {
   HostBuffer memory_;
 };
 
-// Bytes per second that `n_threads` threads read from a buffer of `bytes`
-// (best of `repetitions` passes).
-double measure_read_bandwidth(int n_threads, size_t bytes, int repetitions);
-
 }  // namespace tandem::launcher
