@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/multiproc/process_group.h"
 #include "tests/unit/launcher/run_tandem.h"
 
 namespace tandem::testing {
@@ -137,7 +138,7 @@ TEST(MultiprocGenerate, QuantizedTensorParallel) {
 // "box" without the model file: it streams its shard from rank 0 over UCX,
 // and the answer is the single rank's.
 TEST(MultiprocGenerate, ARankWithoutTheFileStreamsItsShard) {
-  const std::string master = "127.0.0.1:" + std::to_string(20000 + getpid() % 20000);
+  const std::string master = "127.0.0.1:" + std::to_string(free_port());
   const auto worker_err = std::filesystem::temp_directory_path() /
                           ("tandem-stream-worker-" + std::to_string(getpid()));
   const std::string worker = "\"$0\" generate --model /nonexistent/no-copy-here.gguf"
