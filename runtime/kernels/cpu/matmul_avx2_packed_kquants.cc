@@ -3,7 +3,7 @@
 // 4-byte activation broadcast feeds 8 rows, the sub-block scales apply to
 // 8 rows with one madd, and no horizontal sums are needed. One-token
 // products read four 16-row groups side by side (four sequential streams,
-// each prefetched about one super-block ahead). Compiled with -mavx2 -mfma
+// left to the hardware prefetchers). Compiled with -mavx2 -mfma
 // -mf16c like matmul_avx2.cc, and entered only after cpuid reported those
 // features (matmul.cc).
 
@@ -41,34 +41,29 @@ inline const Block* block_row(const uint8_t* base, size_t stride, int64_t i) {
   return reinterpret_cast<const Block*>(base + i * stride);
 }
 
-// Super-blocks ahead of each stream that one-token Q5_K products prefetch.
-inline constexpr size_t kPackedQ5KAhead = 1;
-
-// kFive: packed Q5_K, whose fifth bits are OR-ed into the nibbles (as 0x10
-// per byte, expanded from one byte per row and slab by a shuffle and a
-// compare). Its 5-bit products reach 2 * 31 * 127 per maddubs pair, so the
-// int16 sums of a sub-block are split in two before the scale's madd.
+// kFive: packed Q5_K, whose slab bytes hold a whole 5-bit quant and 3 bits
+// of another, the other's top 2 bits coming from the half's 32 bytes of top
+// bits. Its 5-bit products reach 2 * 31 * 127 per maddubs pair, so the int16
+// sums of a sub-block are split in two before the scale's madd.
 template <bool kFive>
 struct PackedQ45KKernel {
   static constexpr size_t kBytes = kFive ? kPackedQ5KBytes : kPackedQ4KBytes;
 
-  // ORs the fifth bits of slab k of half h (at p = the sub-block's fifth-bit
-  // bytes) into lo and hi.
-  static inline void add_fifth_bits(const uint8_t* p, int k, int h, __m256i& lo, __m256i& hi) {
-    int64_t bits;
-    std::memcpy(&bits, p + 16 * k + 8 * h, sizeof(bits));
-    // Lane i (row i): byte i of the 8, in all four of its bytes.
-    const __m256i rep = _mm256_shuffle_epi8(
-        _mm256_set1_epi64x(bits),
-        _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6,
-                         6, 6, 6, 7, 7, 7, 7));
-    const __m256i m_lo = _mm256_set1_epi32(0x08040201);
-    const __m256i m_hi = _mm256_set1_epi32(static_cast<int>(0x80402010u));
-    const __m256i bit5 = _mm256_set1_epi8(0x10);
-    lo = _mm256_or_si256(
-        lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m_lo), m_lo), bit5));
-    hi = _mm256_or_si256(
-        hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m_hi), m_hi), bit5));
+  // The quants of slab k's byte v as the unsigned maddubs operands for the
+  // activation quads 4k (lo) and 16 + 4k (hi); `top` holds Q5_K's top bits.
+  // The loops over k are unrolled, so the shifts take immediate counts.
+  static inline void unpack(__m256i v, __m256i top, int k, __m256i& lo, __m256i& hi) {
+    if constexpr (kFive) {
+      lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
+      // Bits 2k and 2k + 1 of top to bits 3 and 4.
+      const __m256i t =
+          k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
+      hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
+                           _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
+    } else {
+      lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+      hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+    }
   }
 
   // The 6-bit scales and minima of one half (8 rows) of a packed super-block
@@ -138,7 +133,6 @@ struct PackedQ45KKernel {
   [[gnu::always_inline]] static inline void superblock(const uint8_t* o,
                                                        const BlockQ8_K* const* x, int64_t b,
                                                        __m256 (&acc)[2][T]) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     int32_t bs[T][4];
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) subblock_pair_sums(x[j][b], bs[j]);
@@ -147,14 +141,14 @@ struct PackedQ45KKernel {
       decode_scales(o, h, hs);
       __m256i sumi[T];
       for (int s = 0; s < 8; ++s) {
-        const uint8_t* q = o + 256 + 256 * s + 32 * h;
+        const uint8_t* q = o + packed_k_subblock(kFive, s) + 32 * h;
+        const __m256i top = kFive ? load256(q + 256) : __m256i{};
         __m256i p[T], p2[T];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
           const __m256i v = load256(q + 64 * k);
-          __m256i lo = _mm256_and_si256(v, low4);
-          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-          if constexpr (kFive) add_fifth_bits(o + kPackedQ4KBytes + 64 * s, k, h, lo, hi);
+          __m256i lo, hi;
+          unpack(v, top, k, lo, hi);
 #pragma GCC unroll 8
           for (int j = 0; j < T; ++j) {
             const int8_t* xq = x[j][b].qs + 32 * s + 4 * k;
@@ -214,7 +208,6 @@ struct PackedQ45KKernel {
   [[gnu::always_inline]] static inline void superblock_groups(const uint8_t* const (&o)[G],
                                                               const BlockQ8_K& xb,
                                                               __m256 (&acc)[G][2]) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     HalfScales hs[G][2];
     __m256i sumi[G][2];
 #pragma GCC unroll 8
@@ -224,23 +217,6 @@ struct PackedQ45KKernel {
       sumi[g][0] = sumi[g][1] = _mm256_setzero_si256();
     }
     for (int s = 0; s < 8; ++s) {
-      // Q5_K reads two regions of each super-block (quants and fifth bits)
-      // by turns, which the hardware prefetchers follow badly (0.5x without
-      // these): each stream is prefetched kPackedQ5KAhead super-blocks
-      // ahead, a few lines per sub-block (a burst of 44 would overflow the
-      // miss buffers). Q4_K's streams are sequential, and run 5-18% faster
-      // on the hardware prefetchers alone.
-      if constexpr (kFive) {
-        constexpr int kLines = (kBytes / 8 + 63) / 64 + 1;  // per sub-block, rounded up
-#pragma GCC unroll 8
-        for (int g = 0; g < G; ++g) {
-          const char* ahead = reinterpret_cast<const char*>(o[g]) + kPackedQ5KAhead * kBytes;
-#pragma GCC unroll 6
-          for (int l = 0; l < kLines; ++l) {
-            _mm_prefetch(ahead + kBytes / 8 * s + 64 * l, _MM_HINT_T0);
-          }
-        }
-      }
       __m256i xq[8];
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
@@ -251,14 +227,14 @@ struct PackedQ45KKernel {
       for (int g = 0; g < G; ++g) {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
-          const uint8_t* q = o[g] + 256 + 256 * s + 32 * h;
+          const uint8_t* q = o[g] + packed_k_subblock(kFive, s) + 32 * h;
+          const __m256i top = kFive ? load256(q + 256) : __m256i{};
           __m256i p = _mm256_setzero_si256(), p2 = _mm256_setzero_si256();
 #pragma GCC unroll 4
           for (int k = 0; k < 4; ++k) {
             const __m256i v = load256(q + 64 * k);
-            __m256i lo = _mm256_and_si256(v, low4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            if constexpr (kFive) add_fifth_bits(o[g] + kPackedQ4KBytes + 64 * s, k, h, lo, hi);
+            __m256i lo, hi;
+            unpack(v, top, k, lo, hi);
             const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xq[k]),
                                                _mm256_maddubs_epi16(hi, xq[k + 4]));
             if (kFive && k >= 2) {

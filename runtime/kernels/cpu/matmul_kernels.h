@@ -75,11 +75,20 @@ size_t packed_group_bytes(DType type, int64_t n_cols);
 // so that 8 rows (h = 0, 1) take one 32-byte half of each slab, and the
 // scales of 8 rows and 8 sub-blocks decode with a few byte operations.
 inline constexpr size_t kPackedQ4KBytes = 16 * 144;
-// Packed Q5_K: packed Q4_K's super-block, then the fifth bits in
-// [2304, 2816): sub-block s at 2304 + 64s, byte 16k + i for slab k and row i
-// holds at bit j the fifth bit of the element in the low nibble of byte j of
-// the row's 4 bytes in slab k, at bit 4 + j that of the high nibble's.
+// Packed Q5_K: packed Q4_K's first 256 bytes, then sub-block s at 256 + 320s
+// (kPackedQ5KSubBytes, so that a group stays one sequential stream): 4 slabs
+// of 64 bytes, then 64 bytes of top bits. A slab's byte holds the 5-bit
+// quant of the element that Q4_K's low nibble holds at bits 0..4, and the
+// low 3 bits of the high nibble's element at bits 5..7; the top-bit bytes
+// (32 per half h) hold at bits 2k, 2k + 1 the two top bits of the high
+// element of byte 32h + p of slab k. The low quant then takes one mask, and
+// the high one a shift and a mask plus a shift and a mask of its top bits.
 inline constexpr size_t kPackedQ5KBytes = 16 * 176;
+inline constexpr size_t kPackedQ5KSubBytes = 320;
+// Bytes from the start of a packed Q4_K/Q5_K super-block to sub-block s.
+inline constexpr size_t packed_k_subblock(bool five, int s) {
+  return 256 + (five ? kPackedQ5KSubBytes : 256) * static_cast<size_t>(s);
+}
 
 // Packed Q6_K: as packed Q4_K, super-blocks of kPackedQ6KBytes = 16 x 210:
 //   [0, 32)      d of rows 0..15 (fp16)

@@ -69,7 +69,7 @@ void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t r
         o[64 + 64 * h + 8 * s + i] = static_cast<uint8_t>(sc | ((m & 3) << 6));
         const int64_t p = 8 * (s % 4) + i;
         o[192 + 32 * h + p] |= static_cast<uint8_t>((m >> 2) << (s < 4 ? 0 : 4));
-        uint8_t* q = o + 256 + 256 * s;
+        uint8_t* q = o + internal::packed_k_subblock(kFive, s);
         for (int k = 0; k < 4; ++k) {
           for (int j = 0; j < 4; ++j) {
             // Elements 32s + e of the row: the low nibble of qs[32 (s / 2) + e]
@@ -78,13 +78,15 @@ void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t r
               const uint8_t byte = blk.qs[32 * (s / 2) + e];
               return s % 2 == 0 ? byte & 0x0F : byte >> 4;
             };
-            q[64 * k + 4 * r + j] =
-                static_cast<uint8_t>(nibble(4 * k + j) | (nibble(16 + 4 * k + j) << 4));
+            const int lo = nibble(4 * k + j), hi = nibble(16 + 4 * k + j);
             if constexpr (kFive) {
               // Bit s of qh[e] is the fifth bit of element 32s + e (dtype.h).
-              auto bit5 = [&](int e) { return (blk.qh[e] >> s) & 1; };
-              o[internal::kPackedQ4KBytes + 64 * s + 16 * k + r] |=
-                  static_cast<uint8_t>((bit5(4 * k + j) << j) | (bit5(16 + 4 * k + j) << (4 + j)));
+              auto q5 = [&](int e, int q4) { return q4 | (((blk.qh[e] >> s) & 1) << 4); };
+              const int lo5 = q5(4 * k + j, lo), hi5 = q5(16 + 4 * k + j, hi);
+              q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo5 | ((hi5 & 7) << 5));
+              q[256 + 32 * h + 4 * i + j] |= static_cast<uint8_t>((hi5 >> 3) << (2 * k));
+            } else {
+              q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo | (hi << 4));
             }
           }
         }

@@ -251,16 +251,15 @@ void packed_rows_kernel_q45_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
             const uint8_t mh = o[192 + 32 * h + 8 * (sb % 4) + i];
             const int sc = scb & 63;
             const int m = (scb >> 6) | (((sb < 4 ? mh : mh >> 4) & 0x0F) << 2);
-            const uint8_t* q = o + 256 + 256 * sb;
+            const uint8_t* q = o + packed_k_subblock(kFive, sb);
             int32_t sq = 0;
             for (int k = 0; k < 4; ++k) {
               for (int j = 0; j < 4; ++j) {
                 const uint8_t v = q[64 * k + 4 * row + j];
                 int lo = v & 0x0F, hi = v >> 4;
                 if constexpr (kFive) {
-                  const uint8_t h5 = o[kPackedQ4KBytes + 64 * sb + 16 * k + row];
-                  lo |= ((h5 >> j) & 1) << 4;
-                  hi |= ((h5 >> (4 + j)) & 1) << 4;
+                  lo = v & 0x1F;
+                  hi = (v >> 5) | (((q[256 + 32 * h + 4 * i + j] >> (2 * k)) & 3) << 3);
                 }
                 sq += lo * x[b].qs[32 * sb + 4 * k + j] + hi * x[b].qs[32 * sb + 16 + 4 * k + j];
               }
