@@ -320,9 +320,13 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, int64_t n_tokens, floa
     const internal::ConvertRow convert = k.convert ? k.convert : portable_convert(w.type);
     // The packed kernels' unsigned weights carry an offset; Q4_1's minimum
     // multiplies the plain sum.
-    const bool sums =
-        (packed && (w.type == DType::kQ8_0 || w.type == DType::kQ4_0)) || w.type == DType::kQ4_1;
-    const int32_t offset = w.type == DType::kQ8_0 ? 128 : w.type == DType::kQ4_0 ? 8 : -1;
+    const bool sums = (packed && (w.type == DType::kQ8_0 || w.type == DType::kQ4_0 ||
+                                  w.type == DType::kQ5_0)) ||
+                      w.type == DType::kQ4_1;
+    const int32_t offset = w.type == DType::kQ8_0   ? 128
+                           : w.type == DType::kQ4_0 ? 8
+                           : w.type == DType::kQ5_0 ? 16
+                                                    : -1;
     uint8_t* dst = scratch.data();
     auto convert_rows = [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {

@@ -269,6 +269,52 @@ struct PackedQ4Decode {
   }
 };
 
+// The 5-bit quants of slab k of a packed Q5_0 block column (format in
+// matmul_kernels.h) as the unsigned maddubs operands for the activation quads
+// k (lo) and k + 4 (hi); `top` holds the top bits of hi. The loops over k are
+// unrolled, so the shifts take immediate counts.
+inline void unpack_q5(__m256i v, __m256i top, int k, __m256i& lo, __m256i& hi) {
+  lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
+  // Bits 2k and 2k + 1 of top to bits 3 and 4.
+  const __m256i t =
+      k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
+  hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
+                       _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
+}
+
+// Q5_0: unsigned 5-bit quants times x. Their maddubs results reach
+// 2 * 31 * 127, so the int16 sums of slabs 0-1 and of slabs 2-3 are widened
+// separately; the BlockSum bias removes the offset of 16.
+struct PackedQ5Decode {
+  template <int G>
+  static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t bias,
+                                __m256i (&s)[G][2]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i p[G][2];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i xl = broadcast_x(xq, k);
+      const __m256i xh = broadcast_x(xq, k + 4);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          __m256i lo, hi;
+          unpack_q5(load_slab(q[g] + 64 * k + 32 * h), load_slab(q[g] + 256 + 32 * h), k, lo, hi);
+          const __m256i t =
+              _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+          p[g][h] = k % 2 == 0 ? t : _mm256_add_epi16(p[g][h], t);
+          if (k == 1) {
+            s[g][h] = _mm256_add_epi32(_mm256_madd_epi16(p[g][h], ones), _mm256_set1_epi32(bias));
+          } else if (k == 3) {
+            s[g][h] = _mm256_add_epi32(s[g][h], _mm256_madd_epi16(p[g][h], ones));
+          }
+        }
+      }
+    }
+  }
+};
+
 // Batch passes over one 8-row half of a packed group for T tokens, one block
 // column at a time: each 32-byte weight load (8 rows x 4 columns) feeds all T
 // tokens, whose int32 block sums stay in registers (T of them, with T float
@@ -280,6 +326,7 @@ template <int H>
 struct PackedQ8Pass {
   static constexpr int kHalves = H;
   static constexpr bool kFloatBias = false;
+  static constexpr bool kMinima = false;
   static constexpr size_t kQuantBytes = 16 * 32;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
@@ -309,11 +356,14 @@ struct PackedQ8Pass {
 };
 // Q4_0: unsigned nibbles times x, eight maddubs results summed in int16 (no
 // overflow, see PackedQ4Decode); the tile adds the BlockSum's d * bias, which
-// removes the offset of 8, in float (kFloatBias).
-template <int H>
+// removes the offset of 8, in float (kFloatBias). Q4_1 (kQ4_1) has no offset
+// but a minimum per row and block, which multiplies the BlockSum's d * sum(x)
+// (kMinima).
+template <int H, bool kQ4_1 = false>
 struct PackedQ4Pass {
   static constexpr int kHalves = H;
-  static constexpr bool kFloatBias = true;
+  static constexpr bool kFloatBias = !kQ4_1;
+  static constexpr bool kMinima = kQ4_1;
   static constexpr size_t kQuantBytes = 16 * 16;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
@@ -350,7 +400,50 @@ struct PackedQ4Pass {
   }
 };
 
-// Packed Q8_0/Q4_0 (format in matmul_kernels.h): batches take the group's 16
+// Q5_0: unsigned 5-bit quants times x (see PackedQ5Decode), the slab pairs'
+// int16 sums widened separately; the tile adds the BlockSum's d * bias, which
+// removes the offset of 16, in float.
+template <int H>
+struct PackedQ5Pass {
+  static constexpr int kHalves = H;
+  static constexpr bool kFloatBias = true;
+  static constexpr bool kMinima = false;
+  static constexpr size_t kQuantBytes = kPackedQ5_0Bytes;
+  template <int T>
+  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
+                                                  int64_t b, __m256i (&sum)[H][T]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i p[H][T];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      __m256i lo[H], hi[H];
+#pragma GCC unroll 2
+      for (int h = 0; h < H; ++h) {
+        unpack_q5(load_slab(q + 64 * k + 32 * h), load_slab(q + 256 + 32 * h), k, lo[h], hi[h]);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const __m256i xl = broadcast_x(x[j][b].qs, k);
+        const __m256i xh = broadcast_x(x[j][b].qs, k + 4);
+#pragma GCC unroll 2
+        for (int h = 0; h < H; ++h) {
+          const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], xl),
+                                             _mm256_maddubs_epi16(hi[h], xh));
+          p[h][j] = k % 2 == 0 ? d : _mm256_add_epi16(p[h][j], d);
+          pin(p[h][j]);
+          if (k == 1) {
+            sum[h][j] = _mm256_madd_epi16(p[h][j], ones);
+            pin(sum[h][j]);
+          } else if (k == 3) {
+            sum[h][j] = _mm256_add_epi32(sum[h][j], _mm256_madd_epi16(p[h][j], ones));
+          }
+        }
+      }
+    }
+  }
+};
+
+// Packed Q8_0/Q4_0/Q4_1/Q5_0 (format in matmul_kernels.h): batches take the group's 16
 // rows as two 8-row halves, one Pass each (the tokens' activations stay in L1
 // between them); one token takes both halves per block (Decode).
 template <class Pass, class Decode>
@@ -360,7 +453,8 @@ struct PackedKernel {
     const int64_t nb = a.n_cols / 32;
     const uint8_t* group = a.w + (r / 16) * a.w_stride;
     const auto* scales = reinterpret_cast<const uint16_t*>(group);
-    const uint8_t* quants = group + nb * 16 * sizeof(uint16_t);
+    const uint16_t* minima = scales + nb * 16;
+    const uint8_t* quants = group + nb * 16 * sizeof(uint16_t) * (Pass::kMinima ? 2 : 1);
     const BlockQ8_0* x[T];
     const BlockSum* xs[T];
     for (int j = 0; j < T; ++j) {
@@ -397,6 +491,11 @@ struct PackedKernel {
             } else {
               v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h][j]), _mm256_mul_ps(dw, dx),
                                   _mm256_load_ps(o));
+            }
+            if constexpr (Pass::kMinima) {
+              const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(
+                  reinterpret_cast<const __m128i*>(minima + b * 16 + 8 * (h0 + h))));
+              v = _mm256_fmadd_ps(m, _mm256_set1_ps(xs[j][b].d_bias), v);
             }
             asm("" : "+x"(v));
             _mm256_store_ps(o, v);
@@ -443,7 +542,7 @@ struct PackedKernel {
     for (int g = 0; g < G; ++g) {
       const uint8_t* group = a.w + (r / 16 + g) * a.w_stride;
       scales[g] = reinterpret_cast<const uint16_t*>(group);
-      quants[g] = group + nb * 16 * sizeof(uint16_t);
+      quants[g] = group + nb * 16 * sizeof(uint16_t) * (Pass::kMinima ? 2 : 1);
     }
     const auto* x = reinterpret_cast<const BlockQ8_0*>(a.x);
     const auto* xs = reinterpret_cast<const BlockSum*>(a.x + a.x_sums_offset);
@@ -456,7 +555,8 @@ struct PackedKernel {
 #pragma GCC unroll 8
       for (int g = 0; g < G; ++g) q[g] = quants[g] + b * Pass::kQuantBytes;
       __m256i s[G][2];
-      Decode::template dot_groups<G>(q, x[b].qs, xs[b].bias, s);
+      // Q4_1's BlockSum holds +sum(x) for its minima, not an offset's bias.
+      Decode::template dot_groups<G>(q, x[b].qs, Pass::kMinima ? 0 : xs[b].bias, s);
 #pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
 #pragma GCC unroll 2
@@ -465,6 +565,11 @@ struct PackedKernel {
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales[g] + b * 16 + 8 * h)));
           acc[g][h] =
               _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[g][h]), _mm256_mul_ps(dw, dx), acc[g][h]);
+          if constexpr (Pass::kMinima) {
+            const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(
+                reinterpret_cast<const __m128i*>(scales[g] + (nb + b) * 16 + 8 * h)));
+            acc[g][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(xs[b].d_bias), acc[g][h]);
+          }
         }
       }
     }
@@ -536,8 +641,10 @@ const KernelTable& avx2_kernels() {
               packed_rows_kernel<PackedKernel<PackedQ8Pass<2>, PackedQ8Decode>, 8>};
     t.q4_0 = {rows_kernel<QuantKernel<BlockQ4_0>, 4, 2, 4>, convert_q8_0_avx2, 4,
               packed_rows_kernel<PackedKernel<PackedQ4Pass<2>, PackedQ4Decode>, 4>};
-    t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4};
+    t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4,
+              packed_rows_kernel<PackedKernel<PackedQ5Pass<1>, PackedQ5Decode>, 4>};
     add_avx2_quant_kernels(t);
+    t.q4_1.packed_rows = packed_rows_kernel<PackedKernel<PackedQ4Pass<2, true>, PackedQ4Decode>, 4>;
     return t;
   }();
   return table;

@@ -37,27 +37,33 @@ struct TypeKernels {
   RowsKernel rows = nullptr;
   ConvertRow convert = nullptr;  // nullptr: the portable conversion
   int64_t row_grain = 1;         // rows per tile: thread ranges are multiples of it
-  // Layout::kPacked weights (Q8_0, Q4_0); nullptr: the portable one. Rows are
+  // Layout::kPacked weights; nullptr: the portable one. Rows are
   // handed out in whole groups (r0 a multiple of kPackRows; r1 too, or
   // n_rows), and a.w_stride is the size of one group.
   RowsKernel packed_rows = nullptr;
 };
 
-// Packed Q8_0/Q4_0 (Layout::kPacked). Rows are taken in groups of kPackRows
-// = 16, the last one padded with zero rows. With nb = n_cols / 32, group g
-// is packed_group_bytes long at g * packed_group_bytes and holds
+// Packed Q8_0/Q4_0/Q4_1/Q5_0 (Layout::kPacked). Rows are taken in groups of
+// kPackRows = 16, the last one padded with zero rows. With nb = n_cols / 32,
+// group g is packed_group_bytes long at g * packed_group_bytes and holds
 //   scales: nb x 16 fp16, the scales of block column b for rows 0..15;
-//   quants: nb x (16 * kPackedSlabs[type] * 4) bytes. Block column b is
-//           kPackedSlabs slabs of 64 bytes; bytes 4i..4i+3 of slab k are the
-//           qs bytes 4k..4k+3 of row i. For Q8_0 (8 slabs) those are the
-//           weights of columns 4k..4k+3; for Q4_0 (4 slabs) the low nibbles
-//           are columns 4k..4k+3 and the high nibbles columns 16+4k..19+4k.
+//           for Q4_1 then nb x 16 fp16 minima in the same order;
+//   quants: nb x packed_block_bytes(type). For Q8_0, Q4_0 and Q4_1, block
+//           column b is kPackedSlabs slabs of 64 bytes; bytes 4i..4i+3 of
+//           slab k are the qs bytes 4k..4k+3 of row i. For Q8_0 (8 slabs)
+//           those are the weights of columns 4k..4k+3; for Q4_0 and Q4_1 (4
+//           slabs) the low nibbles are columns 4k..4k+3 and the high nibbles
+//           columns 16+4k..19+4k. Q5_0's block column is a packed Q5_K
+//           sub-block (below) over the same columns.
 // A SIMD lane of 4 bytes therefore holds one row, and one broadcast of 4
 // activation bytes feeds all 16 rows: no horizontal sums, and the int32 sums
 // stay exact per block as in ggml. The group is one sequential stream, and
 // its size equals 16 row-major rows, which lets pack() work in place.
 inline constexpr int kPackedSlabsQ8_0 = 8;
 inline constexpr int kPackedSlabsQ4_0 = 4;
+inline constexpr size_t kPackedQ5_0Bytes = 320;
+// The bytes of one packed block column of a Q8_0/Q4_0/Q4_1/Q5_0 group.
+size_t packed_block_bytes(DType type);
 size_t packed_group_bytes(DType type, int64_t n_cols);
 
 // Packed Q4_K: groups of 16 rows as above, each a sequence of n_cols / 256
@@ -104,7 +110,7 @@ inline constexpr size_t kPackedQ6KBytes = 16 * 210;
 
 // Per activation block, for the packed kernels: the scale as f32 and
 // -offset * sum(qs) with the weights' unsigned offset (128 for Q8_0, 8 for
-// Q4_0), which seeds the int32 sums of unsigned-by-signed products
+// Q4_0, 16 for Q5_0), which seeds the int32 sums of unsigned-by-signed products
 // (vpdpbusd, maddubs) so that they come out as signed-by-signed sums; and
 // d * bias, which a batch kernel can add in float instead (one fused
 // multiply-add rather than an integer add and a multiply per 8 rows).

@@ -1,4 +1,4 @@
-// pack(): row-major Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices into the 16-row groups of
+// pack(): row-major Q8_0/Q4_0/Q4_1/Q5_0/Q4_K/Q5_K/Q6_K matrices into the 16-row groups of
 // Layout::kPacked (format in matmul_kernels.h). Runs once per weight at load
 // time, so it is plain scalar code.
 
@@ -16,24 +16,52 @@ namespace {
 
 constexpr size_t kScaleBytes = 2;
 
-int packed_slabs(DType type) {
-  return type == DType::kQ8_0 ? internal::kPackedSlabsQ8_0 : internal::kPackedSlabsQ4_0;
+// Byte 4r + j of slab k of a packed Q5_0 block column or Q5_K sub-block at
+// q (format in matmul_kernels.h): the 5-bit quants lo5 and hi5 of its low
+// and high element.
+void put_q5(uint8_t* q, int k, int64_t r, int j, int lo5, int hi5) {
+  q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo5 | ((hi5 & 7) << 5));
+  q[256 + 4 * r + j] |= static_cast<uint8_t>((hi5 >> 3) << (2 * k));
 }
 
-// Packs one group from `rows` (n_valid row-major rows; the rest are zero) to `out`.
+// Packs one group of Q8_0, Q4_0, Q4_1 or Q5_0 rows from `rows` (n_valid
+// row-major rows; the rest are zero) to `out`.
 template <class Block>
 void pack_group(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride, uint8_t* out) {
-  constexpr int kSlabs = sizeof(Block::qs) / 4;
+  constexpr bool kMinima = std::is_same_v<Block, BlockQ4_1>;
+  constexpr bool kFive = std::is_same_v<Block, BlockQ5_0>;
+  constexpr size_t kScales = kMinima ? 2 : 1;
+  const size_t block_bytes = internal::packed_block_bytes(
+      std::is_same_v<Block, BlockQ8_0>   ? DType::kQ8_0
+      : std::is_same_v<Block, BlockQ4_0> ? DType::kQ4_0
+      : kMinima                          ? DType::kQ4_1
+                                         : DType::kQ5_0);
   uint8_t* scales = out;
-  uint8_t* quants = out + static_cast<size_t>(nb) * kPackRows * kScaleBytes;
-  const size_t quant_bytes = static_cast<size_t>(kPackRows) * kSlabs * 4;
-  std::memset(out, 0, static_cast<size_t>(nb) * (kPackRows * kScaleBytes + quant_bytes));
+  uint8_t* quants = out + static_cast<size_t>(nb) * kPackRows * kScaleBytes * kScales;
+  std::memset(out, 0, static_cast<size_t>(nb) * (kPackRows * kScaleBytes * kScales + block_bytes));
   for (int64_t i = 0; i < n_valid; ++i) {
     const auto* row = reinterpret_cast<const Block*>(rows + i * row_stride);
     for (int64_t b = 0; b < nb; ++b) {
       std::memcpy(scales + (b * kPackRows + i) * kScaleBytes, &row[b].d, kScaleBytes);
-      uint8_t* q = quants + b * quant_bytes;
-      for (int k = 0; k < kSlabs; ++k) std::memcpy(q + k * 64 + i * 4, row[b].qs + 4 * k, 4);
+      if constexpr (kMinima) {
+        std::memcpy(scales + ((nb + b) * kPackRows + i) * kScaleBytes, &row[b].m, kScaleBytes);
+      }
+      uint8_t* q = quants + b * block_bytes;
+      if constexpr (kFive) {
+        uint32_t qh;
+        std::memcpy(&qh, row[b].qh, sizeof(qh));
+        for (int k = 0; k < 4; ++k) {
+          for (int j = 0; j < 4; ++j) {
+            const int e = 4 * k + j;
+            const int lo5 = (row[b].qs[e] & 0x0F) | static_cast<int>(((qh >> e) & 1) << 4);
+            const int hi5 = (row[b].qs[e] >> 4) | static_cast<int>(((qh >> (16 + e)) & 1) << 4);
+            put_q5(q, k, i, j, lo5, hi5);
+          }
+        }
+      } else {
+        constexpr int kSlabs = sizeof(Block::qs) / 4;
+        for (int k = 0; k < kSlabs; ++k) std::memcpy(q + k * 64 + i * 4, row[b].qs + 4 * k, 4);
+      }
     }
   }
 }
@@ -81,10 +109,8 @@ void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t r
             const int lo = nibble(4 * k + j), hi = nibble(16 + 4 * k + j);
             if constexpr (kFive) {
               // Bit s of qh[e] is the fifth bit of element 32s + e (dtype.h).
-              auto q5 = [&](int e, int q4) { return q4 | (((blk.qh[e] >> s) & 1) << 4); };
-              const int lo5 = q5(4 * k + j, lo), hi5 = q5(16 + 4 * k + j, hi);
-              q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo5 | ((hi5 & 7) << 5));
-              q[256 + 32 * h + 4 * i + j] |= static_cast<uint8_t>((hi5 >> 3) << (2 * k));
+              auto bit5 = [&](int e) { return ((blk.qh[e] >> s) & 1) << 4; };
+              put_q5(q, k, r, j, lo | bit5(4 * k + j), hi | bit5(16 + 4 * k + j));
             } else {
               q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo | (hi << 4));
             }
@@ -139,8 +165,21 @@ void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t ro
 }  // namespace
 
 bool pack_supported(DType type) {
-  return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_K ||
-         type == DType::kQ5_K || type == DType::kQ6_K;
+  return type == DType::kQ8_0 || type == DType::kQ4_0 || type == DType::kQ4_1 ||
+         type == DType::kQ5_0 || type == DType::kQ4_K || type == DType::kQ5_K ||
+         type == DType::kQ6_K;
+}
+
+size_t internal::packed_block_bytes(DType type) {
+  switch (type) {
+    case DType::kQ8_0:
+      return static_cast<size_t>(kPackRows) * kPackedSlabsQ8_0 * 4;
+    case DType::kQ5_0:
+      return kPackedQ5_0Bytes;
+    default:
+      TANDEM_CHECK(type == DType::kQ4_0 || type == DType::kQ4_1);
+      return static_cast<size_t>(kPackRows) * kPackedSlabsQ4_0 * 4;
+  }
 }
 
 size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
@@ -148,8 +187,9 @@ size_t internal::packed_group_bytes(DType type, int64_t n_cols) {
   if (type == DType::kQ4_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ4KBytes;
   if (type == DType::kQ5_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ5KBytes;
   if (type == DType::kQ6_K) return static_cast<size_t>(n_cols / kQK_K) * kPackedQ6KBytes;
+  const size_t scales = type == DType::kQ4_1 ? 2 : 1;
   const size_t nb = static_cast<size_t>(n_cols / 32);
-  return nb * kPackRows * (kScaleBytes + static_cast<size_t>(packed_slabs(type)) * 4);
+  return nb * (kPackRows * kScaleBytes * scales + packed_block_bytes(type));
 }
 
 size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols) {
@@ -182,6 +222,10 @@ Matrix pack(const Matrix& in, void* out) {
       pack_group_q6_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
     } else if (in.type == DType::kQ8_0) {
       pack_group<BlockQ8_0>(rows.data(), n_valid, nb, row_stride, group);
+    } else if (in.type == DType::kQ4_1) {
+      pack_group<BlockQ4_1>(rows.data(), n_valid, nb, row_stride, group);
+    } else if (in.type == DType::kQ5_0) {
+      pack_group<BlockQ5_0>(rows.data(), n_valid, nb, row_stride, group);
     } else {
       pack_group<BlockQ4_0>(rows.data(), n_valid, nb, row_stride, group);
     }

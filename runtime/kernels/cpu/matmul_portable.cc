@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/kernels/cpu/convert.h"
 #include "runtime/kernels/cpu/matmul_kernels.h"
@@ -181,8 +182,9 @@ void rows_kernel_q4_1(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// Packed Q8_0/Q4_0 (format in matmul_kernels.h), one group of 16 rows at a
-// time. The same arithmetic and summation order as dot_q8_0 / dot_q4_0.
+// Packed Q8_0/Q4_0/Q4_1/Q5_0 (format in matmul_kernels.h), one group of 16
+// rows at a time. The same arithmetic and summation order as dot_q8_0,
+// dot_q4_0, rows_kernel_q4_1 and dot_q5_0.
 inline int32_t packed_dot(const BlockQ8_0*, const uint8_t* q, int i, const int8_t* xq) {
   int32_t sum = 0;
   for (int k = 0; k < kPackedSlabsQ8_0; ++k) {
@@ -190,12 +192,31 @@ inline int32_t packed_dot(const BlockQ8_0*, const uint8_t* q, int i, const int8_
   }
   return sum;
 }
-inline int32_t packed_dot(const BlockQ4_0*, const uint8_t* q, int i, const int8_t* xq) {
+// Packed Q4_0/Q4_1: the nibbles of row i, less kOffset, times x.
+template <int kOffset>
+inline int32_t nibble_dot(const uint8_t* q, int i, const int8_t* xq) {
   int32_t sum = 0;
   for (int k = 0; k < kPackedSlabsQ4_0; ++k) {
     for (int j = 0; j < 4; ++j) {
       const uint8_t v = q[k * 64 + i * 4 + j];
-      sum += ((v & 0x0F) - 8) * xq[4 * k + j] + ((v >> 4) - 8) * xq[16 + 4 * k + j];
+      sum += ((v & 0x0F) - kOffset) * xq[4 * k + j] + ((v >> 4) - kOffset) * xq[16 + 4 * k + j];
+    }
+  }
+  return sum;
+}
+inline int32_t packed_dot(const BlockQ4_0*, const uint8_t* q, int i, const int8_t* xq) {
+  return nibble_dot<8>(q, i, xq);
+}
+inline int32_t packed_dot(const BlockQ4_1*, const uint8_t* q, int i, const int8_t* xq) {
+  return nibble_dot<0>(q, i, xq);
+}
+inline int32_t packed_dot(const BlockQ5_0*, const uint8_t* q, int i, const int8_t* xq) {
+  int32_t sum = 0;
+  for (int k = 0; k < 4; ++k) {
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t v = q[k * 64 + i * 4 + j];
+      const int hi = (v >> 5) | (((q[256 + 4 * i + j] >> (2 * k)) & 3) << 3);
+      sum += ((v & 0x1F) - 16) * xq[4 * k + j] + (hi - 16) * xq[16 + 4 * k + j];
     }
   }
   return sum;
@@ -203,22 +224,33 @@ inline int32_t packed_dot(const BlockQ4_0*, const uint8_t* q, int i, const int8_
 
 template <class WBlock>
 void packed_rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  constexpr size_t kQuantBytes = sizeof(WBlock::qs) * kPackRows;
+  constexpr bool kMinima = std::is_same_v<WBlock, BlockQ4_1>;
+  const DType type = std::is_same_v<WBlock, BlockQ8_0>   ? DType::kQ8_0
+                     : std::is_same_v<WBlock, BlockQ4_0> ? DType::kQ4_0
+                     : kMinima                           ? DType::kQ4_1
+                                                         : DType::kQ5_0;
+  const size_t block_bytes = packed_block_bytes(type);
   const int64_t nb = a.n_cols / kQK8_0;
   for (int64_t r = r0; r < r1; r += kPackRows) {
     const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
     const auto* scales = reinterpret_cast<const uint16_t*>(group);
-    const uint8_t* quants = group + nb * kPackRows * sizeof(uint16_t);
+    const uint16_t* minima = scales + nb * kPackRows;
+    const uint8_t* quants = group + nb * kPackRows * sizeof(uint16_t) * (kMinima ? 2 : 1);
     const int n_valid = static_cast<int>(std::min<int64_t>(kPackRows, r1 - r));
     for (int64_t t = 0; t < a.n_tokens; ++t) {
-      const auto* x = reinterpret_cast<const BlockQ8_0*>(a.x + t * a.x_stride);
+      const uint8_t* row = a.x + t * a.x_stride;
+      const auto* x = reinterpret_cast<const BlockQ8_0*>(row);
+      const auto* xs = reinterpret_cast<const BlockSum*>(row + a.x_sums_offset);
       for (int i = 0; i < n_valid; ++i) {
         float sum = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
           const int32_t sumi =
-              packed_dot(static_cast<const WBlock*>(nullptr), quants + b * kQuantBytes, i, x[b].qs);
-          sum += static_cast<float>(sumi) *
-                 (fp16_to_f32(scales[b * kPackRows + i]) * fp16_to_f32(x[b].d));
+              packed_dot(static_cast<const WBlock*>(nullptr), quants + b * block_bytes, i, x[b].qs);
+          const float dx = fp16_to_f32(x[b].d);
+          sum += static_cast<float>(sumi) * (fp16_to_f32(scales[b * kPackRows + i]) * dx);
+          if constexpr (kMinima) {
+            sum += fp16_to_f32(minima[b * kPackRows + i]) * dx * static_cast<float>(xs[b].bias);
+          }
         }
         a.y[t * a.ldy + r + i] = sum;
       }
@@ -352,6 +384,8 @@ const KernelTable& portable_kernels() {
     t.q5_k.packed_rows = packed_rows_kernel_q45_k<true>;
     t.q6_k.packed_rows = packed_rows_kernel_q6_k;
     t.q4_0.packed_rows = packed_rows_kernel<BlockQ4_0>;
+    t.q4_1.packed_rows = packed_rows_kernel<BlockQ4_1>;
+    t.q5_0.packed_rows = packed_rows_kernel<BlockQ5_0>;
     return t;
   }();
   return table;

@@ -139,8 +139,8 @@ void register_all() {
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond);
   for (Isa isa : available_isas()) {
-    for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
-                        DType::kF16, DType::kBF16, DType::kF32}) {
+    for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
+                        DType::kQ5_K, DType::kQ6_K, DType::kF16, DType::kBF16, DType::kF32}) {
       for (Layout layout : {Layout::kRowMajor, Layout::kPacked}) {
         if (layout == Layout::kPacked && !pack_supported(type)) continue;
         const std::string name = "matmul/" + std::string(dtype_name(type)) +

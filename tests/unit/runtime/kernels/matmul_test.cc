@@ -174,19 +174,24 @@ TEST(Pack, SizesAndSupport) {
   EXPECT_TRUE(pack_supported(DType::kQ4_K));
   EXPECT_TRUE(pack_supported(DType::kQ6_K));
   EXPECT_TRUE(pack_supported(DType::kQ5_K));
-  EXPECT_FALSE(pack_supported(DType::kQ4_1));
+  EXPECT_TRUE(pack_supported(DType::kQ4_1));
+  EXPECT_TRUE(pack_supported(DType::kQ5_0));
   EXPECT_FALSE(pack_supported(DType::kF16));
+  EXPECT_FALSE(pack_supported(DType::kBF16));
   EXPECT_EQ(packed_bytes(DType::kQ4_K, 17, 512), 32 * row_bytes(DType::kQ4_K, 512));
   EXPECT_FALSE(pack_preferred(DType::kF32));
   EXPECT_FALSE(pack_preferred(DType::kQ8_0, Isa::kPortable));
   EXPECT_EQ(packed_bytes(DType::kQ8_0, 32, 64), 32 * row_bytes(DType::kQ8_0, 64));
   EXPECT_EQ(packed_bytes(DType::kQ4_0, 17, 64), 32 * row_bytes(DType::kQ4_0, 64));
   EXPECT_EQ(packed_bytes(DType::kQ4_0, 0, 64), 0u);
+  EXPECT_EQ(packed_bytes(DType::kQ4_1, 17, 64), 32 * row_bytes(DType::kQ4_1, 64));
+  EXPECT_EQ(packed_bytes(DType::kQ5_0, 17, 64), 32 * row_bytes(DType::kQ5_0, 64));
 }
 
 TEST(Pack, InPlaceEqualsOutOfPlace) {
   std::mt19937 rng(3);
-  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
+                     DType::kQ5_K, DType::kQ6_K}) {
     for (int64_t n_rows : {5, 16, 40}) {
       const int64_t n_cols = dtype_info(type)->block_size == kQK_K ? 768 : 160;
       const std::vector<float> wf = random_floats(n_rows * n_cols, rng);
