@@ -233,62 +233,46 @@ struct PackedQ8Decode {
     }
   }
 };
-// Q4_0: unsigned nibbles times x; the eight maddubs results of a block add
-// up in int16 without overflow (8 * 2 * 15 * 127 < 2^15), and the BlockSum
-// bias removes the offset of 8.
-struct PackedQ4Decode {
-  template <int G>
-  static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t bias,
-                                __m256i (&s)[G][2]) {
+// The unsigned quants of packed Q4_0/Q4_1 (nibbles) and Q5_0 (5 bits) block
+// columns: unpack() gives those of slab k, half h of the block column at q
+// as the maddubs operands for the activation quads k (lo) and k + 4 (hi).
+// The int16 sums of kWiden slabs' maddubs results are widened together: all
+// four for nibbles (8 * 2 * 15 * 127 < 2^15), two for 5-bit quants (whose
+// products reach 2 * 31 * 127). The loops over k are unrolled, so the
+// shifts take immediate counts.
+struct NibbleQuants {
+  static constexpr int kWiden = 4;
+  static inline void unpack(const uint8_t* q, int k, int h, __m256i& lo, __m256i& hi) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
-    __m256i p[G][2];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const __m256i lo = broadcast_x(xq, k);
-      const __m256i hi = broadcast_x(xq, k + 4);
-#pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v = load_slab(q[g] + 64 * k + 32 * h);
-          const __m256i t = _mm256_add_epi16(
-              _mm256_maddubs_epi16(_mm256_and_si256(v, mask), lo),
-              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), hi));
-          p[g][h] = k == 0 ? t : _mm256_add_epi16(p[g][h], t);
-          pin(p[g][h]);
-        }
-      }
-    }
-    const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 8
-    for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h)
-        s[g][h] = _mm256_add_epi32(_mm256_madd_epi16(p[g][h], ones), _mm256_set1_epi32(bias));
-    }
+    const __m256i v = load_slab(q + 64 * k + 32 * h);
+    lo = _mm256_and_si256(v, mask);
+    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+  }
+};
+// Q5_0 (format in matmul_kernels.h): hi's top two bits come from the
+// block column's top-bit bytes.
+struct FiveBitQuants {
+  static constexpr int kWiden = 2;
+  static inline void unpack(const uint8_t* q, int k, int h, __m256i& lo, __m256i& hi) {
+    const __m256i v = load_slab(q + 64 * k + 32 * h);
+    const __m256i top = load_slab(q + 256 + 32 * h);
+    lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
+    // Bits 2k and 2k + 1 of top to bits 3 and 4.
+    const __m256i t =
+        k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
+    hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
+                         _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
   }
 };
 
-// The 5-bit quants of slab k of a packed Q5_0 block column (format in
-// matmul_kernels.h) as the unsigned maddubs operands for the activation quads
-// k (lo) and k + 4 (hi); `top` holds the top bits of hi. The loops over k are
-// unrolled, so the shifts take immediate counts.
-inline void unpack_q5(__m256i v, __m256i top, int k, __m256i& lo, __m256i& hi) {
-  lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
-  // Bits 2k and 2k + 1 of top to bits 3 and 4.
-  const __m256i t =
-      k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
-  hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
-                       _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
-}
-
-// Q5_0: unsigned 5-bit quants times x. Their maddubs results reach
-// 2 * 31 * 127, so the int16 sums of slabs 0-1 and of slabs 2-3 are widened
-// separately; the BlockSum bias removes the offset of 16.
-struct PackedQ5Decode {
+// Q4_0, Q4_1 and Q5_0: unsigned quants times x; the int32 sums start from
+// `bias`, the BlockSum's, which removes the quants' offset (0 for Q4_1).
+template <class Quants>
+struct PackedNibbleDecode {
   template <int G>
   static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t bias,
                                 __m256i (&s)[G][2]) {
+    constexpr int W = Quants::kWiden;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i p[G][2];
 #pragma GCC unroll 4
@@ -300,14 +284,15 @@ struct PackedQ5Decode {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
           __m256i lo, hi;
-          unpack_q5(load_slab(q[g] + 64 * k + 32 * h), load_slab(q[g] + 256 + 32 * h), k, lo, hi);
+          Quants::unpack(q[g], k, h, lo, hi);
           const __m256i t =
               _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
-          p[g][h] = k % 2 == 0 ? t : _mm256_add_epi16(p[g][h], t);
-          if (k == 1) {
-            s[g][h] = _mm256_add_epi32(_mm256_madd_epi16(p[g][h], ones), _mm256_set1_epi32(bias));
-          } else if (k == 3) {
-            s[g][h] = _mm256_add_epi32(s[g][h], _mm256_madd_epi16(p[g][h], ones));
+          p[g][h] = k % W == 0 ? t : _mm256_add_epi16(p[g][h], t);
+          pin(p[g][h]);
+          if (k % W == W - 1) {
+            const __m256i wide = _mm256_madd_epi16(p[g][h], ones);
+            s[g][h] = k == W - 1 ? _mm256_add_epi32(wide, _mm256_set1_epi32(bias))
+                                 : _mm256_add_epi32(s[g][h], wide);
           }
         }
       }
@@ -354,73 +339,28 @@ struct PackedQ8Pass {
     }
   }
 };
-// Q4_0: unsigned nibbles times x, eight maddubs results summed in int16 (no
-// overflow, see PackedQ4Decode); the tile adds the BlockSum's d * bias, which
-// removes the offset of 8, in float (kFloatBias). Q4_1 (kQ4_1) has no offset
-// but a minimum per row and block, which multiplies the BlockSum's d * sum(x)
-// (kMinima).
-template <int H, bool kQ4_1 = false>
-struct PackedQ4Pass {
+// Q4_0, Q4_1 and Q5_0: unsigned quants times x, widened as in
+// PackedNibbleDecode. For Q4_0 and Q5_0 the tile adds the BlockSum's
+// d * bias, which removes the quants' offset, in float (kFloatBias). Q4_1
+// (kQ4_1) has no offset but a minimum per row and block, which multiplies the
+// BlockSum's d * sum(x) (kMinima).
+template <int H, class Quants, size_t kBytes, bool kQ4_1 = false>
+struct PackedNibblePass {
   static constexpr int kHalves = H;
   static constexpr bool kFloatBias = !kQ4_1;
   static constexpr bool kMinima = kQ4_1;
-  static constexpr size_t kQuantBytes = 16 * 16;
+  static constexpr size_t kQuantBytes = kBytes;
   template <int T>
   [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
                                                   int64_t b, __m256i (&sum)[H][T]) {
-    const __m256i mask = _mm256_set1_epi8(0x0F);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      __m256i lo[H], hi[H];
-#pragma GCC unroll 2
-      for (int h = 0; h < H; ++h) {
-        const __m256i v =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * k + 32 * h));
-        lo[h] = _mm256_and_si256(v, mask);
-        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-      }
-#pragma GCC unroll 8
-      for (int j = 0; j < T; ++j) {
-        const __m256i xl = broadcast_x(x[j][b].qs, k);
-        const __m256i xh = broadcast_x(x[j][b].qs, k + 4);
-#pragma GCC unroll 2
-        for (int h = 0; h < H; ++h) {
-          const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], xl),
-                                             _mm256_maddubs_epi16(hi[h], xh));
-          sum[h][j] = k == 0 ? d : _mm256_add_epi16(sum[h][j], d);
-          pin(sum[h][j]);
-        }
-      }
-    }
-#pragma GCC unroll 2
-    for (int h = 0; h < H; ++h) {
-#pragma GCC unroll 8
-      for (int j = 0; j < T; ++j) sum[h][j] = _mm256_madd_epi16(sum[h][j], _mm256_set1_epi16(1));
-    }
-  }
-};
-
-// Q5_0: unsigned 5-bit quants times x (see PackedQ5Decode), the slab pairs'
-// int16 sums widened separately; the tile adds the BlockSum's d * bias, which
-// removes the offset of 16, in float.
-template <int H>
-struct PackedQ5Pass {
-  static constexpr int kHalves = H;
-  static constexpr bool kFloatBias = true;
-  static constexpr bool kMinima = false;
-  static constexpr size_t kQuantBytes = kPackedQ5_0Bytes;
-  template <int T>
-  [[gnu::always_inline]] static inline void block(const uint8_t* q, const BlockQ8_0* const* x,
-                                                  int64_t b, __m256i (&sum)[H][T]) {
+    constexpr int W = Quants::kWiden;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i p[H][T];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       __m256i lo[H], hi[H];
 #pragma GCC unroll 2
-      for (int h = 0; h < H; ++h) {
-        unpack_q5(load_slab(q + 64 * k + 32 * h), load_slab(q + 256 + 32 * h), k, lo[h], hi[h]);
-      }
+      for (int h = 0; h < H; ++h) Quants::unpack(q, k, h, lo[h], hi[h]);
 #pragma GCC unroll 8
       for (int j = 0; j < T; ++j) {
         const __m256i xl = broadcast_x(x[j][b].qs, k);
@@ -429,19 +369,29 @@ struct PackedQ5Pass {
         for (int h = 0; h < H; ++h) {
           const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], xl),
                                              _mm256_maddubs_epi16(hi[h], xh));
-          p[h][j] = k % 2 == 0 ? d : _mm256_add_epi16(p[h][j], d);
+          p[h][j] = k % W == 0 ? d : _mm256_add_epi16(p[h][j], d);
           pin(p[h][j]);
-          if (k == 1) {
-            sum[h][j] = _mm256_madd_epi16(p[h][j], ones);
-            pin(sum[h][j]);
-          } else if (k == 3) {
-            sum[h][j] = _mm256_add_epi32(sum[h][j], _mm256_madd_epi16(p[h][j], ones));
-          }
+          if (k == W - 1 && k < 3) sum[h][j] = _mm256_madd_epi16(p[h][j], ones);
         }
+      }
+    }
+    // The last widening after the loop, where the tokens' registers are free.
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) {
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j) {
+        const __m256i wide = _mm256_madd_epi16(p[h][j], ones);
+        sum[h][j] = W == 4 ? wide : _mm256_add_epi32(sum[h][j], wide);
       }
     }
   }
 };
+template <int H, bool kQ4_1 = false>
+using PackedQ4Pass = PackedNibblePass<H, NibbleQuants, 16 * 16, kQ4_1>;
+template <int H>
+using PackedQ5Pass = PackedNibblePass<H, FiveBitQuants, kPackedQ5_0Bytes>;
+using PackedQ4Decode = PackedNibbleDecode<NibbleQuants>;
+using PackedQ5Decode = PackedNibbleDecode<FiveBitQuants>;
 
 // Packed Q8_0/Q4_0/Q4_1/Q5_0 (format in matmul_kernels.h): batches take the group's 16
 // rows as two 8-row halves, one Pass each (the tokens' activations stay in L1
@@ -644,7 +594,8 @@ const KernelTable& avx2_kernels() {
     t.q5_0 = {rows_kernel<QuantKernel<BlockQ5_0>, 8, 2, 4>, convert_q8_0_avx2, 4,
               packed_rows_kernel<PackedKernel<PackedQ5Pass<1>, PackedQ5Decode>, 4>};
     add_avx2_quant_kernels(t);
-    t.q4_1.packed_rows = packed_rows_kernel<PackedKernel<PackedQ4Pass<2, true>, PackedQ4Decode>, 4>;
+    t.q4_1.packed_rows =
+        packed_rows_kernel<PackedKernel<PackedQ4Pass<2, true>, PackedQ4Decode>, 4>;
     return t;
   }();
   return table;
