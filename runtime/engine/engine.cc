@@ -166,14 +166,16 @@ absl::Status Engine::load_local(const EngineOptions& options) {
   TANDEM_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(kv));
   cache_ = std::make_unique<KvCache>(std::move(cache));
 
-  // A streamed file has nothing to map.
-  TANDEM_ASSIGN_OR_RETURN(
-      model_, model::LlamaModel::Load(*file_, {options.use_mmap && !file_->is_remote()}, shard));
   const int n_threads = options.n_threads > 0
                             ? options.n_threads
                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
                                               std::max(1, options.ranks_on_this_box));
   pool_ = std::make_unique<kernels::ThreadPool>(n_threads);
+  // A streamed file has nothing to map. The compute threads pack the weights.
+  model::LoadOptions load;
+  load.use_mmap = options.use_mmap && !file_->is_remote();
+  load.pack_pool = pool_.get();
+  TANDEM_ASSIGN_OR_RETURN(model_, model::LlamaModel::Load(*file_, load, shard));
   TANDEM_ASSIGN_OR_RETURN(workspace_,
                           model_->make_workspace(max_batch_tokens_, context_length_, n_threads,
                                                   kv.block_size));

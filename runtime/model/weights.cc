@@ -28,6 +28,7 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Create(const gguf::Fil
                                                                  const LoadOptions& options) {
   std::unique_ptr<WeightStore> store(new WeightStore(file));
   store->pack_ = options.pack;
+  store->pack_pool_ = options.pack_pool;
   if (options.use_mmap && file.is_remote()) {
     return absl::InvalidArgumentError(
         absl::StrCat(file.path(), " is streamed from another box: there is no file to map"));
@@ -149,7 +150,7 @@ absl::StatusOr<std::optional<Weight>> WeightStore::load_optional(std::string_vie
     w.data = dst;
     if (pack) {
       // In place: the buffer holds the row-major tensor at its start.
-      const kernels::Matrix packed = kernels::pack(w.matrix(), dst);
+      const kernels::Matrix packed = kernels::pack(w.matrix(), dst, pack_pool_);
       w.layout = packed.layout;
     }
     buffers_.push_back(std::move(buffer));

@@ -2,7 +2,8 @@
 // a ranged read into an aligned buffer (or, as an option, pointed into a
 // read-only mapping of the file). Shapes and types are checked on load so the
 // model code can trust them. Matrices the kernels read faster in their packed
-// layout (Q8_0/Q4_0 on AVX2 and AVX-512) are repacked once, in place, here;
+// layout (see kernels::pack_preferred) are repacked once, in place, here, by
+// the pack pool's threads;
 // the token embedding, read row by row, never is.
 #pragma once
 
@@ -45,6 +46,9 @@ struct LoadOptions {
   // Repack matrices where kernels::pack_preferred says it pays (never with
   // use_mmap: the mapping is read-only).
   bool pack = true;
+  // Threads that pack (nullptr: the loading thread alone). The engine lends
+  // its compute pool, idle while it loads.
+  kernels::ThreadPool* pack_pool = nullptr;
 };
 
 struct LoadStats {
@@ -96,6 +100,7 @@ class WeightStore {
   size_t mapping_size_ = 0;
   LoadStats stats_;
   bool pack_ = true;
+  kernels::ThreadPool* pack_pool_ = nullptr;
 };
 
 }  // namespace tandem::model

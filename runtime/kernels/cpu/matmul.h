@@ -35,7 +35,7 @@ enum class Layout {
   // [n_rows][n_cols] as in GGUF: each row is row_bytes(type, n_cols) bytes and
   // rows are contiguous.
   kRowMajor,
-  // Q8_0, Q4_0 and the K-quants only, made by pack(): groups of kPackRows
+  // Q8_0, Q4_0, Q4_1, Q5_0 and the K-quants only, made by pack(): groups of kPackRows
   // rows, each group one contiguous stream in which a block column of all
   // its rows sits together, so one-token products read sequential streams
   // and reuse every activation block for 16 rows. The format is internal to the
@@ -53,7 +53,7 @@ struct Matrix {
   Layout layout = Layout::kRowMajor;
 };
 
-// Whether pack() handles this type (Q8_0, Q4_0, Q4_K, Q5_K and Q6_K).
+// Whether pack() handles this type (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K and Q6_K).
 bool pack_supported(DType type);
 
 // Whether matmul on `isa` is faster with packed matrices of this type: true
@@ -68,8 +68,10 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols);
 // Writes the packed form of the row-major `in` (pack_supported(in.type),
 // n_cols a multiple of its block size) to `out`, packed_bytes() long. `out` may be
 // in.data itself (in-place packing of a buffer of packed_bytes()); otherwise
-// the two must not overlap. Returns the packed Matrix over `out`.
-Matrix pack(const Matrix& in, void* out);
+// the two must not overlap. Returns the packed Matrix over `out`. With a
+// pool, its threads pack the row groups side by side (packing a K-quant is
+// scalar work, under 1 GB/s per core: a loader wants every core on it).
+Matrix pack(const Matrix& in, void* out, ThreadPool* pool = nullptr);
 
 // The type the activations are converted to before the products, as
 // llama.cpp's vec_dot_type: F32->F32, F16->F16, BF16->BF16, Q8_0->Q8_0,

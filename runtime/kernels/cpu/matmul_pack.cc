@@ -16,12 +16,27 @@ namespace {
 
 constexpr size_t kScaleBytes = 2;
 
-// Byte 4r + j of slab k of a packed Q5_0 block column or Q5_K sub-block at
-// q (format in matmul_kernels.h): the 5-bit quants lo5 and hi5 of its low
-// and high element.
-void put_q5(uint8_t* q, int k, int64_t r, int j, int lo5, int hi5) {
-  q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo5 | ((hi5 & 7) << 5));
-  q[256 + 4 * r + j] |= static_cast<uint8_t>((hi5 >> 3) << (2 * k));
+// The packers handle 4 bytes at a time as little-endian words (x86-64 and
+// aarch64 both are): byte j of a word is bits 8j..8j+7.
+uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, sizeof(v)); }
+constexpr uint32_t kLowNibbles = 0x0F0F0F0F;
+
+// Bits 0..3 of x to bit 0 of bytes 0..3 (the shifted copies do not overlap,
+// so nothing carries).
+uint32_t spread4(uint32_t x) { return ((x & 0xF) * 0x00204081u) & 0x01010101u; }
+
+// Bytes 4r..4r+3 of slab k of a packed Q5_0 block column or Q5_K sub-block at
+// q (format in matmul_kernels.h), from the 5-bit quants of their low (lo5)
+// and high (hi5) elements, one per byte.
+void put_q5(uint8_t* q, int k, int64_t r, uint32_t lo5, uint32_t hi5) {
+  store_u32(q + 64 * k + 4 * r, lo5 | ((hi5 & 0x07070707u) << 5));
+  uint8_t* top = q + 256 + 4 * r;
+  store_u32(top, load_u32(top) | (((hi5 >> 3) & 0x03030303u) << (2 * k)));
 }
 
 // Packs one group of Q8_0, Q4_0, Q4_1 or Q5_0 rows from `rows` (n_valid
@@ -51,12 +66,11 @@ void pack_group(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_str
         uint32_t qh;
         std::memcpy(&qh, row[b].qh, sizeof(qh));
         for (int k = 0; k < 4; ++k) {
-          for (int j = 0; j < 4; ++j) {
-            const int e = 4 * k + j;
-            const int lo5 = (row[b].qs[e] & 0x0F) | static_cast<int>(((qh >> e) & 1) << 4);
-            const int hi5 = (row[b].qs[e] >> 4) | static_cast<int>(((qh >> (16 + e)) & 1) << 4);
-            put_q5(q, k, i, j, lo5, hi5);
-          }
+          // Elements 4k.. (low nibbles) and 16 + 4k.. (high); bit e of qh
+          // is the fifth bit of element e.
+          const uint32_t w = load_u32(row[b].qs + 4 * k);
+          put_q5(q, k, i, (w & kLowNibbles) | (spread4(qh >> (4 * k)) << 4),
+                 ((w >> 4) & kLowNibbles) | (spread4(qh >> (16 + 4 * k)) << 4));
         }
       } else {
         constexpr int kSlabs = sizeof(Block::qs) / 4;
@@ -98,22 +112,19 @@ void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t r
         const int64_t p = 8 * (s % 4) + i;
         o[192 + 32 * h + p] |= static_cast<uint8_t>((m >> 2) << (s < 4 ? 0 : 4));
         uint8_t* q = o + internal::packed_k_subblock(kFive, s);
+        // Elements 32s + e of the row: the nibbles of qs[32 (s / 2) + e], the
+        // low ones for even s.
+        const uint8_t* qs = blk.qs + 32 * (s / 2);
+        const int shift = s % 2 == 0 ? 0 : 4;
         for (int k = 0; k < 4; ++k) {
-          for (int j = 0; j < 4; ++j) {
-            // Elements 32s + e of the row: the low nibble of qs[32 (s / 2) + e]
-            // for even s, the high nibble for odd s.
-            auto nibble = [&](int e) {
-              const uint8_t byte = blk.qs[32 * (s / 2) + e];
-              return s % 2 == 0 ? byte & 0x0F : byte >> 4;
-            };
-            const int lo = nibble(4 * k + j), hi = nibble(16 + 4 * k + j);
-            if constexpr (kFive) {
-              // Bit s of qh[e] is the fifth bit of element 32s + e (dtype.h).
-              auto bit5 = [&](int e) { return ((blk.qh[e] >> s) & 1) << 4; };
-              put_q5(q, k, r, j, lo | bit5(4 * k + j), hi | bit5(16 + 4 * k + j));
-            } else {
-              q[64 * k + 4 * r + j] = static_cast<uint8_t>(lo | (hi << 4));
-            }
+          const uint32_t lo = (load_u32(qs + 4 * k) >> shift) & kLowNibbles;
+          const uint32_t hi = (load_u32(qs + 16 + 4 * k) >> shift) & kLowNibbles;
+          if constexpr (kFive) {
+            // Bit s of qh[e] is the fifth bit of element 32s + e (dtype.h).
+            auto fifth = [&](int e) { return ((load_u32(blk.qh + e) >> s) & 0x01010101u) << 4; };
+            put_q5(q, k, r, lo | fifth(4 * k), hi | fifth(16 + 4 * k));
+          } else {
+            store_u32(q + 64 * k + 4 * r, lo | (hi << 4));
           }
         }
       }
@@ -125,40 +136,55 @@ void pack_group_q45_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t r
 void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
                      uint8_t* out) {
   std::memset(out, 0, static_cast<size_t>(nb) * internal::kPackedQ6KBytes);
-  uint8_t q[kQK_K];
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* o = out + b * internal::kPackedQ6KBytes;
     for (int64_t r = 0; r < n_valid; ++r) {
       const auto& blk = reinterpret_cast<const BlockQ6_K*>(rows + r * row_stride)[b];
       std::memcpy(o + 2 * r, &blk.d, 2);
-      // The row's 6-bit quants in element order (layout in dtype.h).
-      for (int h = 0; h < 2; ++h) {
-        for (int k = 0; k < 4; ++k) {
-          for (int l = 0; l < 32; ++l) {
-            const uint8_t lo = blk.ql[64 * h + l + 32 * (k & 1)];
-            q[128 * h + 32 * k + l] = static_cast<uint8_t>(
-                (k < 2 ? lo & 0x0F : lo >> 4) | (((blk.qh[32 * h + l] >> (2 * k)) & 3) << 4));
-          }
-        }
-      }
       const int64_t h = r / 8, i = r % 8;
       for (int s = 0; s < 16; ++s) {
         o[32 + 128 * h + 8 * s + i] = static_cast<uint8_t>(blk.scales[s]);
+        // Quad c of the sub-block (elements e = 16s + 4c..) as words of low
+        // nibbles and of top 2 bits (layout in dtype.h: element
+        // 128h + 32k + l sits in ql[64h + 32 (k % 2) + l] >> 4 (k / 2) and
+        // qh[32h + l] >> 2k).
+        uint32_t low[4], top[4];
+        for (int c = 0; c < 4; ++c) {
+          const int e = 16 * s + 4 * c, eh = e / 128, k = e % 128 / 32, l = e % 32;
+          low[c] = (load_u32(blk.ql + 64 * eh + 32 * (k % 2) + l) >> (4 * (k / 2))) & kLowNibbles;
+          top[c] = (load_u32(blk.qh + 32 * eh + l) >> (2 * k)) & 0x03030303u;
+        }
         uint8_t* sub = o + 288 + 192 * s;
-        const uint8_t* e = q + 16 * s;
-        for (int k = 0; k < 2; ++k) {
-          for (int j = 0; j < 4; ++j) {
-            sub[64 * k + 4 * r + j] =
-                static_cast<uint8_t>((e[4 * k + j] & 0x0F) | ((e[8 + 4 * k + j] & 0x0F) << 4));
-          }
-        }
-        for (int j = 0; j < 4; ++j) {
-          sub[128 + 4 * r + j] = static_cast<uint8_t>((e[j] >> 4) | ((e[4 + j] >> 4) << 2) |
-                                                      ((e[8 + j] >> 4) << 4) |
-                                                      ((e[12 + j] >> 4) << 6));
-        }
+        store_u32(sub + 4 * r, low[0] | (low[2] << 4));
+        store_u32(sub + 64 + 4 * r, low[1] | (low[3] << 4));
+        store_u32(sub + 128 + 4 * r, top[0] | (top[1] << 2) | (top[2] << 4) | (top[3] << 6));
       }
     }
+  }
+}
+
+// Packs one group of rows: n_valid row-major rows of nb blocks at `rows`
+// (the rest of the group is zero) to `out`.
+using GroupPacker = void (*)(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride,
+                             uint8_t* out);
+
+GroupPacker group_packer(DType type) {
+  switch (type) {
+    case DType::kQ8_0:
+      return pack_group<BlockQ8_0>;
+    case DType::kQ4_0:
+      return pack_group<BlockQ4_0>;
+    case DType::kQ4_1:
+      return pack_group<BlockQ4_1>;
+    case DType::kQ5_0:
+      return pack_group<BlockQ5_0>;
+    case DType::kQ4_K:
+      return pack_group_q45_k<BlockQ4_K>;
+    case DType::kQ5_K:
+      return pack_group_q45_k<BlockQ5_K>;
+    default:
+      TANDEM_CHECK(type == DType::kQ6_K);
+      return pack_group_q6_k;
   }
 }
 
@@ -197,38 +223,34 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n_cols) {
   return internal::packed_group_bytes(type, n_cols) * static_cast<size_t>(n_groups);
 }
 
-Matrix pack(const Matrix& in, void* out) {
+Matrix pack(const Matrix& in, void* out, ThreadPool* pool) {
   TANDEM_CHECK(pack_supported(in.type) && in.layout == Layout::kRowMajor);
   TANDEM_CHECK(in.n_cols % dtype_info(in.type)->block_size == 0 && in.n_rows >= 0);
   const size_t row_stride = row_bytes(in.type, in.n_cols);
   const size_t group_bytes = internal::packed_group_bytes(in.type, in.n_cols);
   // A group's rows occupy exactly the bytes its packed form replaces
   // (16 * row_stride == group_bytes), so copying them aside first makes
-  // in-place packing safe.
+  // in-place packing safe, and groups independent of each other.
   TANDEM_CHECK(group_bytes == kPackRows * row_stride);
   const auto* src = static_cast<const uint8_t*>(in.data);
   auto* dst = static_cast<uint8_t*>(out);
-  std::vector<uint8_t> rows(group_bytes);
-  const int64_t nb = in.n_cols / 32;
-  for (int64_t r = 0; r < in.n_rows; r += kPackRows) {
-    const int64_t n_valid = std::min<int64_t>(kPackRows, in.n_rows - r);
-    std::memcpy(rows.data(), src + r * row_stride, n_valid * row_stride);
-    uint8_t* group = dst + (r / kPackRows) * group_bytes;
-    if (in.type == DType::kQ4_K) {
-      pack_group_q45_k<BlockQ4_K>(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
-    } else if (in.type == DType::kQ5_K) {
-      pack_group_q45_k<BlockQ5_K>(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
-    } else if (in.type == DType::kQ6_K) {
-      pack_group_q6_k(rows.data(), n_valid, in.n_cols / kQK_K, row_stride, group);
-    } else if (in.type == DType::kQ8_0) {
-      pack_group<BlockQ8_0>(rows.data(), n_valid, nb, row_stride, group);
-    } else if (in.type == DType::kQ4_1) {
-      pack_group<BlockQ4_1>(rows.data(), n_valid, nb, row_stride, group);
-    } else if (in.type == DType::kQ5_0) {
-      pack_group<BlockQ5_0>(rows.data(), n_valid, nb, row_stride, group);
-    } else {
-      pack_group<BlockQ4_0>(rows.data(), n_valid, nb, row_stride, group);
+  const int64_t nb = in.n_cols / dtype_info(in.type)->block_size;
+  const GroupPacker packer = group_packer(in.type);
+  auto pack_groups = [&](int64_t g0, int64_t g1) {
+    std::vector<uint8_t> rows(group_bytes);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t r = g * kPackRows;
+      const int64_t n_valid = std::min<int64_t>(kPackRows, in.n_rows - r);
+      std::memcpy(rows.data(), src + r * row_stride, n_valid * row_stride);
+      uint8_t* group = dst + g * group_bytes;
+      packer(rows.data(), n_valid, nb, row_stride, group);
     }
+  };
+  const int64_t n_groups = (in.n_rows + kPackRows - 1) / kPackRows;
+  if (pool != nullptr) {
+    pool->parallel_for(n_groups, 1, pack_groups);
+  } else {
+    pack_groups(0, n_groups);
   }
   return {in.type, out, in.n_rows, in.n_cols, Layout::kPacked};
 }

@@ -90,6 +90,23 @@ void BM_Matmul(benchmark::State& state, DType type, Layout layout, Isa isa) {
                                                benchmark::Counter::kIsRate);
 }
 
+// pack() at load time: row-major bytes packed per second, in place as the
+// weight store does (the matrix is re-copied outside the timing).
+void BM_Pack(benchmark::State& state, DType type) {
+  const Weights& w = weights(type, Layout::kRowMajor);
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  std::vector<uint8_t> data(w.bytes);
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::memcpy(data.data(), w.copies[0].data(), w.bytes);
+    state.ResumeTiming();
+    pack({type, data.data(), kRows, kCols}, data.data(), &pool);
+    benchmark::DoNotOptimize(data.data());
+  }
+  const double bytes = static_cast<double>(w.bytes) * state.iterations();
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+}
+
 // A plain read of the same rotating copies of the q4_0 matrix, split over the
 // threads as matmul splits rows: the bound the decode numbers are measured
 // against (GB/s of kernel / GB/s of read = fraction of bound).
@@ -138,6 +155,15 @@ void register_all() {
       ->Arg(2)
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond);
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
+                     DType::kQ5_K, DType::kQ6_K}) {
+    benchmark::RegisterBenchmark(("pack/" + std::string(dtype_name(type))).c_str(), BM_Pack, type)
+        ->ArgNames({"threads"})
+        ->Arg(1)
+        ->Arg(2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
   for (Isa isa : available_isas()) {
     for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
                         DType::kQ5_K, DType::kQ6_K, DType::kF16, DType::kBF16, DType::kF32}) {
