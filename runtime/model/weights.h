@@ -3,8 +3,7 @@
 // read-only mapping of the file). Shapes and types are checked on load so the
 // model code can trust them. Matrices the kernels read faster in their packed
 // layout (see kernels::pack_preferred) are repacked once, in place, here, by
-// the pack pool's threads;
-// the token embedding, read row by row, never is.
+// the pack pool's threads; the token embedding, read row by row, never is.
 #pragma once
 
 #include <cstdint>
