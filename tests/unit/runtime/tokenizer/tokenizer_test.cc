@@ -71,7 +71,10 @@ TEST(TokenizerTest, Llama3LoadsWellUnderASecond) {
   // CPU time is the steadier number on a shared machine.
   std::printf("llama3 FromGguf alone: %.1f ms wall, %.1f ms CPU\n", from_gguf_ms, cpu_ms);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  EXPECT_LT(from_gguf_ms, 1000.0);
+  // A guard against a pathological load (seconds), not a speed measurement:
+  // CPU time, which waiting for a busy machine's cores does not inflate (the
+  // wall time once exceeded a second here while CI's other stages ran).
+  EXPECT_LT(cpu_ms, 1000.0);
 #endif
 }
 
