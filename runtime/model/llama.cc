@@ -182,6 +182,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const gguf::File& f
     TANDEM_ASSIGN_OR_RETURN(l.w_up, load(b + "ffn_up.weight", c.dim, c.ffn_dim, Kind::kMatrix));
     TANDEM_ASSIGN_OR_RETURN(l.w_down, load(b + "ffn_down.weight", c.ffn_dim, c.dim, Kind::kMatrix));
   }
+  s.release_pack_pool();
   return m;
 }
 

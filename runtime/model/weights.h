@@ -87,6 +87,9 @@ class WeightStore {
                                                       int64_t n_rows, Kind kind, Slice slice = {});
 
   const LoadStats& stats() const { return stats_; }
+  // Forgets LoadOptions::pack_pool, which is only lent for loading: later
+  // loads pack on the calling thread.
+  void release_pack_pool() { pack_pool_ = nullptr; }
 
  private:
   explicit WeightStore(const gguf::File& file);

@@ -268,7 +268,7 @@ struct FiveBitQuants {
 // Q4_0, Q4_1 and Q5_0: unsigned quants times x; the int32 sums start from
 // `bias`, the BlockSum's, which removes the quants' offset (0 for Q4_1).
 template <class Quants>
-struct PackedNibbleDecode {
+struct PackedUnsignedDecode {
   template <int G>
   static inline void dot_groups(const uint8_t* const (&q)[G], const int8_t* xq, int32_t bias,
                                 __m256i (&s)[G][2]) {
@@ -340,12 +340,12 @@ struct PackedQ8Pass {
   }
 };
 // Q4_0, Q4_1 and Q5_0: unsigned quants times x, widened as in
-// PackedNibbleDecode. For Q4_0 and Q5_0 the tile adds the BlockSum's
+// PackedUnsignedDecode. For Q4_0 and Q5_0 the tile adds the BlockSum's
 // d * bias, which removes the quants' offset, in float (kFloatBias). Q4_1
 // (kQ4_1) has no offset but a minimum per row and block, which multiplies the
 // BlockSum's d * sum(x) (kMinima).
 template <int H, class Quants, size_t kBytes, bool kQ4_1 = false>
-struct PackedNibblePass {
+struct PackedUnsignedPass {
   static constexpr int kHalves = H;
   static constexpr bool kFloatBias = !kQ4_1;
   static constexpr bool kMinima = kQ4_1;
@@ -386,12 +386,14 @@ struct PackedNibblePass {
     }
   }
 };
-template <int H, bool kQ4_1 = false>
-using PackedQ4Pass = PackedNibblePass<H, NibbleQuants, 16 * 16, kQ4_1>;
 template <int H>
-using PackedQ5Pass = PackedNibblePass<H, FiveBitQuants, kPackedQ5_0Bytes>;
-using PackedQ4Decode = PackedNibbleDecode<NibbleQuants>;
-using PackedQ5Decode = PackedNibbleDecode<FiveBitQuants>;
+using PackedQ4Pass = PackedUnsignedPass<H, NibbleQuants, 16 * 16>;
+template <int H>
+using PackedQ4_1Pass = PackedUnsignedPass<H, NibbleQuants, 16 * 16, true>;
+template <int H>
+using PackedQ5Pass = PackedUnsignedPass<H, FiveBitQuants, kPackedQ5_0Bytes>;
+using PackedQ4Decode = PackedUnsignedDecode<NibbleQuants>;
+using PackedQ5Decode = PackedUnsignedDecode<FiveBitQuants>;
 
 // Packed Q8_0/Q4_0/Q4_1/Q5_0 (format in matmul_kernels.h): batches take the group's 16
 // rows as two 8-row halves, one Pass each (the tokens' activations stay in L1
@@ -595,7 +597,7 @@ const KernelTable& avx2_kernels() {
               packed_rows_kernel<PackedKernel<PackedQ5Pass<1>, PackedQ5Decode>, 4>};
     add_avx2_quant_kernels(t);
     t.q4_1.packed_rows =
-        packed_rows_kernel<PackedKernel<PackedQ4Pass<2, true>, PackedQ4Decode>, 4>;
+        packed_rows_kernel<PackedKernel<PackedQ4_1Pass<2>, PackedQ4Decode>, 4>;
     return t;
   }();
   return table;

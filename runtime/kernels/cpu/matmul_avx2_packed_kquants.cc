@@ -351,20 +351,19 @@ struct PackedQ6KKernel {
     __m256i q0, q4, q8, q12;
   };
   static inline Quants unpack(const uint8_t* sub, int h) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i low6 = _mm256_set1_epi8(0x3F);
     const __m256i v0 = load256(sub + 32 * h);
     const __m256i v1 = load256(sub + 64 + 32 * h);
-    const __m256i hb = load256(sub + 128 + 32 * h);
+    const __m256i v2 = load256(sub + 128 + 32 * h);
     Quants q;
-    q.q0 = _mm256_or_si256(_mm256_and_si256(v0, low4),
-                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x03)), 4));
-    q.q4 = _mm256_or_si256(_mm256_and_si256(v1, low4),
-                           _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x0C)), 2));
-    q.q8 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low4),
-                           _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
-    q.q12 = _mm256_or_si256(
-        _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4),
-        _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(static_cast<char>(0xC0))), 2));
+    q.q0 = _mm256_and_si256(v0, low6);
+    q.q4 = _mm256_and_si256(v1, low6);
+    q.q12 = _mm256_and_si256(v2, low6);
+    // Bits 6 and 7 of each slab to bits 0-1, 2-3 and 4-5 of quad 2.
+    q.q8 = _mm256_or_si256(
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 6), _mm256_set1_epi8(0x03)),
+                        _mm256_and_si256(_mm256_srli_epi16(v1, 4), _mm256_set1_epi8(0x0C))),
+        _mm256_and_si256(_mm256_srli_epi16(v2, 2), _mm256_set1_epi8(0x30)));
     return q;
   }
 

@@ -61,7 +61,7 @@ struct TypeKernels {
 // its size equals 16 row-major rows, which lets pack() work in place.
 inline constexpr int kPackedSlabsQ8_0 = 8;
 inline constexpr int kPackedSlabsQ4_0 = 4;
-inline constexpr size_t kPackedQ5_0Bytes = 320;
+inline constexpr size_t kPackedQ5_0Bytes = 4 * 64 + 64;  // 4 slabs, then the top bits
 // The bytes of one packed block column of a Q8_0/Q4_0/Q4_1/Q5_0 group.
 size_t packed_block_bytes(DType type);
 size_t packed_group_bytes(DType type, int64_t n_cols);
@@ -86,26 +86,29 @@ inline constexpr size_t kPackedQ4KBytes = 16 * 144;
 // of 64 bytes, then 64 bytes of top bits. A slab's byte holds the 5-bit
 // quant of the element that Q4_K's low nibble holds at bits 0..4, and the
 // low 3 bits of the high nibble's element at bits 5..7; the top-bit bytes
-// (32 per half h) hold at bits 2k, 2k + 1 the two top bits of the high
-// element of byte 32h + p of slab k. The low quant then takes one mask, and
-// the high one a shift and a mask plus a shift and a mask of its top bits.
+// (32 per half h) hold at bits 2k, 2k + 1 of byte p (< 32) the two top
+// bits of the high element of byte 32h + p of slab k. The low quant then
+// takes one mask, and the high one a shift and a mask plus a shift and a
+// mask of its top bits.
 inline constexpr size_t kPackedQ5KBytes = 16 * 176;
 inline constexpr size_t kPackedQ5KSubBytes = 320;
 // Bytes from the start of a packed Q4_K/Q5_K super-block to sub-block s.
 inline constexpr size_t packed_k_subblock(bool five, int s) {
   return 256 + (five ? kPackedQ5KSubBytes : 256) * static_cast<size_t>(s);
 }
+static_assert(packed_k_subblock(false, 8) == kPackedQ4KBytes);
+static_assert(packed_k_subblock(true, 8) == kPackedQ5KBytes);
 
 // Packed Q6_K: as packed Q4_K, super-blocks of kPackedQ6KBytes = 16 x 210:
 //   [0, 32)      d of rows 0..15 (fp16)
 //   [32, 288)    byte 128h + 8s + i: the int8 scale of sub-block s (16
 //                elements) of row 8h + i
-//   [288, 3360)  sub-block s at 288 + 192s: two slabs of 64 bytes whose bytes
-//                4i..4i+3 hold row i's elements 16s + 4k + j (low nibbles,
-//                slab k = 0, 1) and 16s + 8 + 4k + j (high nibbles), then 64
-//                bytes whose bytes 4i + j hold the top two bits of row i's
-//                elements 16s + j, + 4 + j, + 8 + j and + 12 + j at bits 0,
-//                2, 4 and 6.
+//   [288, 3360)  sub-block s at 288 + 192s: three slabs of 64 bytes whose
+//                bytes 4i + j hold row i's 6-bit quants of elements 16s + j
+//                (slab 0), 16s + 4 + j (slab 1) and 16s + 12 + j (slab 2) at
+//                bits 0..5, and at bits 6, 7 bits 2k, 2k + 1 of the quant of
+//                element 16s + 8 + j (slab k). Three quants then take a mask
+//                each, the fourth three shifts and masks.
 inline constexpr size_t kPackedQ6KBytes = 16 * 210;
 
 // Per activation block, for the packed kernels: the scale as f32 and
@@ -133,8 +136,8 @@ struct KernelTable {
 //   Q8_0, Q4_0, Q4_1, Q5_0:
 //                 BlockQ8_0 rows from quantize_row_q8_0_act, padded to 64
 //                 bytes, then n_cols / 32 BlockSum (written by matmul for
-//                 packed weights, and for Q4_1, whose minimum multiplies
-//                 sum(qs): there bias = +sum(qs))
+//                 packed Q8_0, Q4_0 and Q5_0, and for Q4_1, whose minimum
+//                 multiplies sum(qs): there bias = +sum(qs))
 //   Q4_K, Q5_K, Q6_K: BlockQ8_K rows from quantize_row_q8_k
 size_t activation_row_bytes(DType weight_type, int64_t n_cols);
 // Where the BlockSum array starts in a Q8_0-based activation row.

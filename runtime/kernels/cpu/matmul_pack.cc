@@ -3,6 +3,7 @@
 // time, so it is plain scalar code.
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -16,8 +17,9 @@ namespace {
 
 constexpr size_t kScaleBytes = 2;
 
-// The packers handle 4 bytes at a time as little-endian words (x86-64 and
-// aarch64 both are): byte j of a word is bits 8j..8j+7.
+// The packers handle 4 bytes at a time as little-endian words: byte j of a
+// word is bits 8j..8j+7.
+static_assert(std::endian::native == std::endian::little);
 uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, sizeof(v));
@@ -45,15 +47,13 @@ template <class Block>
 void pack_group(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t row_stride, uint8_t* out) {
   constexpr bool kMinima = std::is_same_v<Block, BlockQ4_1>;
   constexpr bool kFive = std::is_same_v<Block, BlockQ5_0>;
-  constexpr size_t kScales = kMinima ? 2 : 1;
-  const size_t block_bytes = internal::packed_block_bytes(
-      std::is_same_v<Block, BlockQ8_0>   ? DType::kQ8_0
-      : std::is_same_v<Block, BlockQ4_0> ? DType::kQ4_0
-      : kMinima                          ? DType::kQ4_1
-                                         : DType::kQ5_0);
+  constexpr size_t kScaleArrays = kMinima ? 2 : 1;
+  // Q5_0 adds its top bits to the block column's slabs.
+  const size_t block_bytes = kFive ? internal::kPackedQ5_0Bytes : kPackRows * sizeof(Block::qs);
   uint8_t* scales = out;
-  uint8_t* quants = out + static_cast<size_t>(nb) * kPackRows * kScaleBytes * kScales;
-  std::memset(out, 0, static_cast<size_t>(nb) * (kPackRows * kScaleBytes * kScales + block_bytes));
+  const size_t scale_bytes = kPackRows * kScaleBytes * kScaleArrays;
+  uint8_t* quants = out + static_cast<size_t>(nb) * scale_bytes;
+  std::memset(out, 0, static_cast<size_t>(nb) * (scale_bytes + block_bytes));
   for (int64_t i = 0; i < n_valid; ++i) {
     const auto* row = reinterpret_cast<const Block*>(rows + i * row_stride);
     for (int64_t b = 0; b < nb; ++b) {
@@ -154,10 +154,13 @@ void pack_group_q6_k(const uint8_t* rows, int64_t n_valid, int64_t nb, size_t ro
           low[c] = (load_u32(blk.ql + 64 * eh + 32 * (k % 2) + l) >> (4 * (k / 2))) & kLowNibbles;
           top[c] = (load_u32(blk.qh + 32 * eh + l) >> (2 * k)) & 0x03030303u;
         }
+        uint32_t q6[4];
+        for (int c = 0; c < 4; ++c) q6[c] = low[c] | (top[c] << 4);
+        // Quads 0, 1 and 3 whole, quad 2 in their top bits (format in matmul_kernels.h).
         uint8_t* sub = o + 288 + 192 * s;
-        store_u32(sub + 4 * r, low[0] | (low[2] << 4));
-        store_u32(sub + 64 + 4 * r, low[1] | (low[3] << 4));
-        store_u32(sub + 128 + 4 * r, top[0] | (top[1] << 2) | (top[2] << 4) | (top[3] << 6));
+        store_u32(sub + 4 * r, q6[0] | ((q6[2] & 0x03030303u) << 6));
+        store_u32(sub + 64 + 4 * r, q6[1] | (((q6[2] >> 2) & 0x03030303u) << 6));
+        store_u32(sub + 128 + 4 * r, q6[3] | (((q6[2] >> 4) & 0x03030303u) << 6));
       }
     }
   }

@@ -225,11 +225,9 @@ inline int32_t packed_dot(const BlockQ5_0*, const uint8_t* q, int i, const int8_
 template <class WBlock>
 void packed_rows_kernel(const MatmulArgs& a, int64_t r0, int64_t r1) {
   constexpr bool kMinima = std::is_same_v<WBlock, BlockQ4_1>;
-  const DType type = std::is_same_v<WBlock, BlockQ8_0>   ? DType::kQ8_0
-                     : std::is_same_v<WBlock, BlockQ4_0> ? DType::kQ4_0
-                     : kMinima                           ? DType::kQ4_1
-                                                         : DType::kQ5_0;
-  const size_t block_bytes = packed_block_bytes(type);
+  // Q5_0 adds its top bits to the block column's slabs.
+  const size_t block_bytes =
+      std::is_same_v<WBlock, BlockQ5_0> ? kPackedQ5_0Bytes : kPackRows * sizeof(WBlock::qs);
   const int64_t nb = a.n_cols / kQK8_0;
   for (int64_t r = r0; r < r1; r += kPackRows) {
     const uint8_t* group = a.w + (r / kPackRows) * a.w_stride;
@@ -330,11 +328,14 @@ void packed_rows_kernel_q6_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
             const uint8_t* sub = o + 288 + 192 * sb;
             int32_t s = 0;
             for (int e = 0; e < 16; ++e) {
-              const int k = (e % 8) / 4, j = e % 4;
-              const uint8_t v = sub[64 * k + 4 * row + j];
-              const int lo = e < 8 ? v & 0x0F : v >> 4;
-              const int hi = (sub[128 + 4 * row + j] >> (2 * (e / 4))) & 3;
-              s += ((lo | (hi << 4)) - 32) * x[b].qs[16 * sb + e];
+              const int c = e / 4, j = e % 4;
+              int q = 0;
+              if (c == 2) {
+                for (int k = 0; k < 3; ++k) q |= (sub[64 * k + 4 * row + j] >> 6) << (2 * k);
+              } else {
+                q = sub[64 * (c == 3 ? 2 : c) + 4 * row + j] & 0x3F;
+              }
+              s += (q - 32) * x[b].qs[16 * sb + e];
             }
             sumi += sc * s;
           }

@@ -95,7 +95,7 @@ void BM_Matmul(benchmark::State& state, DType type, Layout layout, Isa isa) {
 void BM_Pack(benchmark::State& state, DType type) {
   const Weights& w = weights(type, Layout::kRowMajor);
   ThreadPool pool(static_cast<int>(state.range(0)));
-  std::vector<uint8_t> data(w.bytes);
+  std::vector<uint8_t> data(packed_bytes(type, kRows, kCols));
   for (auto _ : state) {
     state.PauseTiming();
     std::memcpy(data.data(), w.copies[0].data(), w.bytes);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -139,9 +140,52 @@ TEST_P(MatmulTest, PackedMatchesReferenceOnAwkwardShapes) {
   ThreadPool pool3(3);
   for (int64_t n_rows : {1, 15, 16, 33, 48, 60, 120, 257}) {
     for (int64_t n_cols : awkward_cols(GetParam())) {
-      for (int64_t n_tokens : {1, 3, 9, 17}) {
+      for (int64_t n_tokens : {1, 2, 3, 9, 17}) {
         ThreadPool& pool = n_rows % 3 == 0 ? pool3 : n_rows % 2 ? pool2 : pool1;
         check_case({GetParam(), n_rows, n_cols, n_tokens, true}, rng, pool);
+      }
+    }
+  }
+}
+
+// The largest quants (every quant byte 0xFF, or 0x7F = 127 for Q8_0) against
+// activations of +-127:
+// the int16 sums of the packed kernels at their worst case.
+TEST_P(MatmulTest, PackedSumsHoldAtTheLargestQuants) {
+  const DType type = GetParam();
+  if (!pack_supported(type)) GTEST_SKIP() << "not packable";
+  const int64_t n_rows = 80;
+  const int64_t n_cols = 2 * std::max<int64_t>(32, block_of(type));
+  const size_t rb = row_bytes(type, n_cols);
+  std::vector<uint8_t> wq(rb * n_rows, type == DType::kQ8_0 ? 0x7F : 0xFF);
+  // The fp16 scales (d, and the minima's dmin or m) set to small normal values.
+  const int64_t nb = n_cols / block_of(type);
+  const size_t block = rb / nb;
+  const size_t d_at = type == DType::kQ6_K ? block - 2 : 0;
+  const bool two = type == DType::kQ4_1 || type == DType::kQ4_K || type == DType::kQ5_K;
+  for (int64_t i = 0; i < n_rows * nb; ++i) {
+    const uint16_t h = f32_to_fp16(0.01f);
+    std::memcpy(wq.data() + i * block + d_at, &h, 2);
+    if (two) std::memcpy(wq.data() + i * block + 2, &h, 2);
+  }
+  const Matrix w{type, wq.data(), n_rows, n_cols};
+  std::vector<uint8_t> packed(packed_bytes(type, n_rows, n_cols));
+  const Matrix wp = pack(w, packed.data());
+  ThreadPool pool(2);
+  for (int64_t n_tokens : {1, 2, 5}) {
+    for (float sign : {1.0f, -1.0f}) {
+      std::vector<float> x(n_cols * n_tokens, sign);
+      std::vector<float> ref(n_rows * n_tokens), abs_ref(n_rows * n_tokens);
+      matmul_reference(w, x.data(), n_cols, n_tokens, ref.data(), n_rows);
+      matmul_abs_reference(w, x.data(), n_cols, n_tokens, abs_ref.data(), n_rows);
+      std::vector<uint8_t> scratch(matmul_scratch_bytes(type, n_cols, n_tokens));
+      for (Isa isa : available_isas()) {
+        std::vector<float> y(n_rows * n_tokens);
+        matmul(wp, x.data(), n_cols, n_tokens, y.data(), n_rows, scratch, pool, isa);
+        for (size_t i = 0; i < y.size(); ++i) {
+          ASSERT_LE(std::fabs(y[i] - ref[i]), tolerance(type) * abs_ref[i])
+              << isa_name(isa) << " tokens=" << n_tokens << " x=" << sign << " i=" << i;
+        }
       }
     }
   }
@@ -190,9 +234,10 @@ TEST(Pack, SizesAndSupport) {
 
 TEST(Pack, InPlaceEqualsOutOfPlace) {
   std::mt19937 rng(3);
+  ThreadPool pool(3);
   for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K,
                      DType::kQ5_K, DType::kQ6_K}) {
-    for (int64_t n_rows : {5, 16, 40}) {
+    for (int64_t n_rows : {5, 16, 40, 257}) {
       const int64_t n_cols = dtype_info(type)->block_size == kQK_K ? 768 : 160;
       const std::vector<float> wf = random_floats(n_rows * n_cols, rng);
       const size_t rb = row_bytes(type, n_cols);
@@ -204,7 +249,8 @@ TEST(Pack, InPlaceEqualsOutOfPlace) {
       const std::vector<uint8_t> row_major(in_place.begin(), in_place.begin() + rb * n_rows);
       std::vector<uint8_t> out(in_place.size(), 0xCD);
       pack({type, row_major.data(), n_rows, n_cols}, out.data());
-      const Matrix m = pack({type, in_place.data(), n_rows, n_cols}, in_place.data());
+      // In place on three threads, as the weight store packs.
+      const Matrix m = pack({type, in_place.data(), n_rows, n_cols}, in_place.data(), &pool);
       EXPECT_EQ(m.data, in_place.data());
       EXPECT_EQ(m.n_rows, n_rows);
       EXPECT_EQ(in_place, out) << dtype_name(type) << " rows=" << n_rows;
