@@ -18,6 +18,7 @@ namespace tandem::kernels::internal {
 namespace {
 
 #include "runtime/kernels/cpu/tile_driver.inc"
+#include "runtime/kernels/cpu/avx2_quant_unpack.inc"
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -238,15 +239,11 @@ struct PackedQ8Decode {
 // as the maddubs operands for the activation quads k (lo) and k + 4 (hi).
 // The int16 sums of kWiden slabs' maddubs results are widened together: all
 // four for nibbles (8 * 2 * 15 * 127 < 2^15), two for 5-bit quants (whose
-// products reach 2 * 31 * 127). The loops over k are unrolled, so the
-// shifts take immediate counts.
+// products reach 2 * 31 * 127).
 struct NibbleQuants {
   static constexpr int kWiden = 4;
   static inline void unpack(const uint8_t* q, int k, int h, __m256i& lo, __m256i& hi) {
-    const __m256i mask = _mm256_set1_epi8(0x0F);
-    const __m256i v = load_slab(q + 64 * k + 32 * h);
-    lo = _mm256_and_si256(v, mask);
-    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    unpack_nibbles(load_slab(q + 64 * k + 32 * h), lo, hi);
   }
 };
 // Q5_0 (format in matmul_kernels.h): hi's top two bits come from the
@@ -254,14 +251,7 @@ struct NibbleQuants {
 struct FiveBitQuants {
   static constexpr int kWiden = 2;
   static inline void unpack(const uint8_t* q, int k, int h, __m256i& lo, __m256i& hi) {
-    const __m256i v = load_slab(q + 64 * k + 32 * h);
-    const __m256i top = load_slab(q + 256 + 32 * h);
-    lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
-    // Bits 2k and 2k + 1 of top to bits 3 and 4.
-    const __m256i t =
-        k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
-    hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
-                         _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
+    unpack_five_bits(load_slab(q + 64 * k + 32 * h), load_slab(q + 256 + 32 * h), k, lo, hi);
   }
 };
 
@@ -400,13 +390,18 @@ using PackedQ5Decode = PackedUnsignedDecode<FiveBitQuants>;
 // between them); one token takes both halves per block (Decode).
 template <class Pass, class Decode>
 struct PackedKernel {
+  // A group's quants follow its scales (and Q4_1's minima), 16 fp16 per block.
+  static const uint8_t* quants_of(const uint8_t* group, int64_t nb) {
+    return group + nb * 16 * sizeof(uint16_t) * (Pass::kMinima ? 2 : 1);
+  }
+
   template <int T>
   static void tile(const MatmulArgs& a, int64_t r, int64_t t, int n_valid) {
     const int64_t nb = a.n_cols / 32;
     const uint8_t* group = a.w + (r / 16) * a.w_stride;
     const auto* scales = reinterpret_cast<const uint16_t*>(group);
     const uint16_t* minima = scales + nb * 16;
-    const uint8_t* quants = group + nb * 16 * sizeof(uint16_t) * (Pass::kMinima ? 2 : 1);
+    const uint8_t* quants = quants_of(group, nb);
     const BlockQ8_0* x[T];
     const BlockSum* xs[T];
     for (int j = 0; j < T; ++j) {
@@ -494,7 +489,7 @@ struct PackedKernel {
     for (int g = 0; g < G; ++g) {
       const uint8_t* group = a.w + (r / 16 + g) * a.w_stride;
       scales[g] = reinterpret_cast<const uint16_t*>(group);
-      quants[g] = group + nb * 16 * sizeof(uint16_t) * (Pass::kMinima ? 2 : 1);
+      quants[g] = quants_of(group, nb);
     }
     const auto* x = reinterpret_cast<const BlockQ8_0*>(a.x);
     const auto* xs = reinterpret_cast<const BlockSum*>(a.x + a.x_sums_offset);

@@ -20,6 +20,7 @@ namespace tandem::kernels::internal {
 namespace {
 
 #include "runtime/kernels/cpu/tile_driver.inc"
+#include "runtime/kernels/cpu/avx2_quant_unpack.inc"
 
 // Pins v in a register at this point of the program. GCC otherwise
 // reassociates the add chains of the batch kernels into trees whose many
@@ -51,18 +52,11 @@ struct PackedQ45KKernel {
 
   // The quants of slab k's byte v as the unsigned maddubs operands for the
   // activation quads 4k (lo) and 16 + 4k (hi); `top` holds Q5_K's top bits.
-  // The loops over k are unrolled, so the shifts take immediate counts.
   static inline void unpack(__m256i v, __m256i top, int k, __m256i& lo, __m256i& hi) {
     if constexpr (kFive) {
-      lo = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
-      // Bits 2k and 2k + 1 of top to bits 3 and 4.
-      const __m256i t =
-          k < 2 ? _mm256_slli_epi16(top, 3 - 2 * k) : _mm256_srli_epi16(top, 2 * k - 3);
-      hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 5), _mm256_set1_epi8(0x07)),
-                           _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
+      unpack_five_bits(v, top, k, lo, hi);
     } else {
-      lo = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-      hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+      unpack_nibbles(v, lo, hi);
     }
   }
 

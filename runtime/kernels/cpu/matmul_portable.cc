@@ -210,13 +210,17 @@ inline int32_t packed_dot(const BlockQ4_0*, const uint8_t* q, int i, const int8_
 inline int32_t packed_dot(const BlockQ4_1*, const uint8_t* q, int i, const int8_t* xq) {
   return nibble_dot<0>(q, i, xq);
 }
+// The high 5-bit quant of byte p of slab k in a packed Q5_0 block column or
+// Q5_K sub-block at q (format in matmul_kernels.h).
+inline int q5_high(const uint8_t* q, int k, int p) {
+  return (q[64 * k + p] >> 5) | (((q[256 + p] >> (2 * k)) & 3) << 3);
+}
 inline int32_t packed_dot(const BlockQ5_0*, const uint8_t* q, int i, const int8_t* xq) {
   int32_t sum = 0;
   for (int k = 0; k < 4; ++k) {
     for (int j = 0; j < 4; ++j) {
-      const uint8_t v = q[k * 64 + i * 4 + j];
-      const int hi = (v >> 5) | (((q[256 + 4 * i + j] >> (2 * k)) & 3) << 3);
-      sum += ((v & 0x1F) - 16) * xq[4 * k + j] + (hi - 16) * xq[16 + 4 * k + j];
+      const int lo = q[k * 64 + i * 4 + j] & 0x1F, hi = q5_high(q, k, 4 * i + j);
+      sum += (lo - 16) * xq[4 * k + j] + (hi - 16) * xq[16 + 4 * k + j];
     }
   }
   return sum;
@@ -289,7 +293,7 @@ void packed_rows_kernel_q45_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
                 int lo = v & 0x0F, hi = v >> 4;
                 if constexpr (kFive) {
                   lo = v & 0x1F;
-                  hi = (v >> 5) | (((q[256 + 32 * h + 4 * i + j] >> (2 * k)) & 3) << 3);
+                  hi = q5_high(q, k, 4 * row + j);
                 }
                 sq += lo * x[b].qs[32 * sb + 4 * k + j] + hi * x[b].qs[32 * sb + 16 + 4 * k + j];
               }
